@@ -1,0 +1,9 @@
+//! The engine: channel policies, per-channel rings and sequence numbers, encode-once
+//! events, per-connection outbound queues with conflation, and the shards that own them.
+
+pub mod channel;
+pub mod event;
+pub mod outbound;
+pub mod ring;
+pub mod shard;
+pub mod signal;

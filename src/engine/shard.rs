@@ -1,0 +1,813 @@
+//! One shard (engine): the channels it is home to (sequence numbers, rings), the
+//! subscribers it serves (its own connections), and the hand-off to other shards.
+//!
+//! Every channel has one home shard, chosen by hashing its name. Publishing a channel means
+//! sending the event to its home shard, which assigns the next sequence number, encodes the
+//! frame once per format in use, appends it to the ring, fans it out to its own subscribers
+//! and forwards the shared event to every other shard that has subscribers for it. All
+//! hand-off goes through bounded lock-free inboxes (FIFO per sender), so the events of one
+//! channel reach every shard in sequence order and a subscribe reply (snapshot, replay)
+//! is ordered with the live events around it: nothing is lost or duplicated at the seam.
+//!
+//! State is `!Send` and touched by one thread only; nothing on the publish → socket path
+//! takes a lock.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+
+use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
+use super::event::{now_ns, Event};
+use super::outbound::QueueLimits;
+use super::ring::{Recovery, Ring};
+use super::signal::Mesh;
+use crate::protocol::encode::{self, reply, Published, Subscribed};
+use crate::protocol::frame::close_frame;
+use crate::protocol::op::{Id, PubEvent, Since};
+use crate::protocol::Format;
+use crate::server::peer::Peer;
+
+/// Remote work items beyond which a shard refuses new publishes (`overloaded`) until its
+/// peers' inboxes drain: bounds memory when another shard stalls.
+pub const OUTGOING_LIMIT: usize = 1 << 16;
+
+/// Engine settings shared by all shards.
+#[derive(Debug)]
+pub struct EngineConfig {
+    /// Channel patterns.
+    pub rules: ChannelRules,
+    /// Per-connection queue bounds.
+    pub queue: QueueLimits,
+    /// This process's epoch (hex): a `since` from another epoch cannot be recovered.
+    pub epoch: Arc<str>,
+}
+
+/// A message between shards.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Work items, in order.
+    Batch(Vec<Remote>),
+    /// A newly accepted connection for this shard to serve.
+    Accept(std::net::TcpStream),
+    /// Begin graceful shutdown.
+    Shutdown,
+}
+
+/// How a publish is answered.
+#[derive(Debug)]
+pub enum PubReply {
+    /// Nobody waits (publish without `id`, the demo market).
+    None,
+    /// A WebSocket publisher on `shard`; `idx` are the events' positions in its batch.
+    Peer {
+        /// Shard serving the publisher.
+        shard: usize,
+        /// Its connection.
+        conn: u64,
+        /// The pending ack it waits on.
+        token: u32,
+        /// Positions in the original batch.
+        idx: Vec<u16>,
+    },
+    /// An HTTP request; `idx` are the events' positions in its batch.
+    Http {
+        /// Where the `(position, seq)` pairs go.
+        tx: oneshot::Sender<Vec<(u16, u64)>>,
+        /// Positions in the original batch.
+        idx: Vec<u16>,
+    },
+}
+
+/// A subscription request sent to the channel's home shard.
+#[derive(Debug)]
+pub struct SubReq {
+    channel: Arc<str>,
+    shard: usize,
+    conn: u64,
+    sub: u64,
+    format: Format,
+    new: bool,
+    id: Option<Id>,
+    snapshot: bool,
+    since: Option<Since>,
+}
+
+/// The home shard's answer: the ack's facts and the events to replay.
+#[derive(Debug)]
+pub struct SubResp {
+    channel: Arc<str>,
+    conn: u64,
+    sub: u64,
+    id: Option<Id>,
+    kind: ChannelKind,
+    seq: u64,
+    epoch: Arc<str>,
+    recovered: Option<bool>,
+    replay: Vec<Arc<Event>>,
+}
+
+/// One work item.
+#[derive(Debug)]
+pub enum Remote {
+    /// A live event for this shard's subscribers.
+    Event(Arc<Event>),
+    /// Events to sequence (this shard is their home).
+    Publish(Vec<(u16, PubEvent)>, PubReply),
+    /// Subscribe (this shard is home).
+    Subscribe(SubReq),
+    /// Subscribe answer (this shard serves the subscriber).
+    SubscribeResp(SubResp),
+    /// A subscriber on `shard` left (this shard is home).
+    Unsubscribe {
+        /// Channel.
+        channel: Arc<str>,
+        /// Subscriber's shard.
+        shard: usize,
+        /// Subscriber's format.
+        format: Format,
+    },
+    /// Sequence numbers for a WebSocket publisher on this shard.
+    PublishAck {
+        /// Publisher connection.
+        conn: u64,
+        /// Its pending ack.
+        token: u32,
+        /// `(position, seq)` pairs.
+        seqs: Vec<(u16, u64)>,
+    },
+}
+
+/// A publish could not be accepted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is overloaded; retry")]
+pub struct Overloaded;
+
+/// A channel this shard is home to.
+#[derive(Debug)]
+struct Owned {
+    seq: u64,
+    ring: Ring,
+    kind: ChannelKind,
+    /// Subscriptions per shard.
+    interest: Vec<u32>,
+    /// MessagePack subscriptions across all shards.
+    msgpack: u32,
+}
+
+/// One subscription of one local connection.
+#[derive(Debug)]
+pub struct Sub {
+    /// The subscriber.
+    pub peer: Rc<Peer>,
+    /// Unique per shard, so a late reply to an earlier subscription is not misapplied.
+    pub id: u64,
+    /// Waiting for the home shard's reply; live events are skipped (the reply covers them).
+    pub pending: Cell<bool>,
+    /// Highest seq delivered or covered.
+    pub last_seq: Cell<u64>,
+    /// Conflation slot, on conflated channels.
+    pub slot: Option<u32>,
+}
+
+/// Subscribers of one channel on this shard.
+#[derive(Debug)]
+struct LocalChannel {
+    kind: ChannelKind,
+    subs: Vec<Rc<Sub>>,
+}
+
+/// Counters, read by the status and metrics endpoints (merged across shards when read).
+#[derive(Debug, Default, Clone)]
+pub struct ShardStats {
+    /// Events sequenced here.
+    pub published: u64,
+    /// Frames handed to subscribers' queues.
+    pub delivered: u64,
+    /// Connections closed as slow consumers.
+    pub slow_closes: u64,
+}
+
+/// The shard.
+#[derive(Debug)]
+pub struct Shard {
+    id: usize,
+    cfg: Arc<EngineConfig>,
+    mesh: Arc<Mesh<ShardMsg>>,
+    owned: AHashMap<Arc<str>, Owned>,
+    local: AHashMap<Arc<str>, LocalChannel>,
+    conns: AHashMap<u64, Rc<Peer>>,
+    dirty: Vec<Rc<Peer>>,
+    outgoing: Vec<Vec<Remote>>,
+    outgoing_len: usize,
+    next_sub: u64,
+    /// Ingest instants of events fanned out here since the last commit.
+    batch_ingest: Vec<Instant>,
+    /// Ingest → socket write latency, ns.
+    pub latency: Histogram<u64>,
+    /// Counters.
+    pub stats: ShardStats,
+}
+
+/// FNV-1a: a stable, fast hash so every shard agrees on a channel's home.
+pub fn home_of(channel: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+impl Shard {
+    /// A shard with no channels and no connections.
+    pub fn new(id: usize, cfg: Arc<EngineConfig>, mesh: Arc<Mesh<ShardMsg>>) -> Self {
+        let n = mesh.len();
+        Shard {
+            id,
+            cfg,
+            mesh,
+            owned: AHashMap::new(),
+            local: AHashMap::new(),
+            conns: AHashMap::new(),
+            dirty: Vec::new(),
+            outgoing: (0..n).map(|_| Vec::new()).collect(),
+            outgoing_len: 0,
+            next_sub: 1,
+            batch_ingest: Vec::new(),
+            // 1 ns .. 60 s at 3 significant digits; the bounds are constants that are valid.
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Engine settings.
+    pub fn config(&self) -> &Arc<EngineConfig> {
+        &self.cfg
+    }
+
+    /// The channel rules.
+    pub fn rules(&self) -> &ChannelRules {
+        &self.cfg.rules
+    }
+
+    /// Registers a connection served here.
+    pub fn add_peer(&mut self, peer: Rc<Peer>) {
+        self.conns.insert(peer.id, peer);
+    }
+
+    /// Connections served here.
+    pub fn peers(&self) -> impl Iterator<Item = &Rc<Peer>> {
+        self.conns.values()
+    }
+
+    /// Number of connections served here.
+    pub fn peer_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Marks a connection as having output to flush at the next commit.
+    pub fn mark_dirty(&mut self, peer: &Rc<Peer>) {
+        if !peer.dirty.replace(true) {
+            self.dirty.push(peer.clone());
+        }
+    }
+
+    fn route(&mut self, to: usize, item: Remote) {
+        if to == self.id {
+            self.handle(item);
+        } else {
+            self.outgoing[to].push(item);
+            self.outgoing_len += 1;
+        }
+    }
+
+    /// Whether work for other shards is waiting because their inboxes were full.
+    pub fn has_backlog(&self) -> bool {
+        self.outgoing_len > 0
+    }
+
+    /// Handles one item from the inbox (or routed locally).
+    pub fn handle(&mut self, item: Remote) {
+        match item {
+            Remote::Event(ev) => self.fan_out(&ev),
+            Remote::Publish(events, reply) => self.sequence(events, reply),
+            Remote::Subscribe(req) => self.on_subscribe(req),
+            Remote::SubscribeResp(resp) => self.on_subscribe_resp(resp),
+            Remote::Unsubscribe {
+                channel,
+                shard,
+                format,
+            } => self.on_unsubscribe(&channel, shard, format),
+            Remote::PublishAck { conn, token, seqs } => self.on_publish_ack(conn, token, seqs),
+        }
+    }
+
+    // ---- publish ----------------------------------------------------------------------
+
+    /// Publishes events (validated names and data), routing each to its channel's home.
+    /// `make_reply` builds the reply for the events bound to one home shard.
+    pub fn publish(
+        &mut self,
+        events: Vec<PubEvent>,
+        mut make_reply: impl FnMut(Vec<u16>) -> PubReply,
+    ) -> Result<(), Overloaded> {
+        if self.outgoing_len > OUTGOING_LIMIT {
+            return Err(Overloaded);
+        }
+        let n = self.mesh.len();
+        let mut parts: Vec<Vec<(u16, PubEvent)>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, ev) in events.into_iter().enumerate() {
+            let h = home_of(&ev.channel, n);
+            parts[h].push((i as u16, ev));
+        }
+        // Local part last, so remote work is queued before the local fan-out's flush.
+        let me = self.id;
+        let order = (0..n).filter(|&h| h != me).chain(std::iter::once(me));
+        for h in order {
+            let part = std::mem::take(&mut parts[h]);
+            if part.is_empty() {
+                continue;
+            }
+            let idx = part.iter().map(|(i, _)| *i).collect();
+            let reply = make_reply(idx);
+            self.route(h, Remote::Publish(part, reply));
+        }
+        Ok(())
+    }
+
+    fn sequence(&mut self, events: Vec<(u16, PubEvent)>, reply: PubReply) {
+        let mut seqs = Vec::with_capacity(events.len());
+        let ts = now_ns();
+        for (i, pe) in events {
+            let channel: Arc<str> = Arc::from(pe.channel);
+            let ev = {
+                let n = self.mesh.len();
+                let rules = &self.cfg.rules;
+                let st = self
+                    .owned
+                    .entry(channel.clone())
+                    .or_insert_with(|| new_owned(rules, &channel, n));
+                st.seq += 1;
+                let ev = Arc::new(Event::new(
+                    channel,
+                    pe.event.into_boxed_str(),
+                    st.seq,
+                    ts,
+                    pe.data,
+                    st.msgpack > 0,
+                ));
+                st.ring.push(ev.clone());
+                ev
+            };
+            self.stats.published += 1;
+            seqs.push((i, ev.seq));
+            self.forward(&ev);
+        }
+        match reply {
+            PubReply::None => {}
+            PubReply::Http { tx, .. } => {
+                let _ = tx.send(seqs);
+            }
+            PubReply::Peer {
+                shard, conn, token, ..
+            } => {
+                self.route(shard, Remote::PublishAck { conn, token, seqs });
+            }
+        }
+    }
+
+    fn forward(&mut self, ev: &Arc<Event>) {
+        let Some(st) = self.owned.get(&ev.channel) else {
+            return;
+        };
+        let mut local = false;
+        for (s, &count) in st.interest.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            if s == self.id {
+                local = true;
+            } else {
+                self.outgoing[s].push(Remote::Event(ev.clone()));
+                self.outgoing_len += 1;
+            }
+        }
+        if local {
+            self.fan_out(ev);
+        }
+    }
+
+    /// Hands an event to every local subscriber: a reference-count increment and a queue
+    /// push each, no encode and no copy.
+    fn fan_out(&mut self, ev: &Arc<Event>) {
+        let Some(ch) = self.local.get(&ev.channel) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut delivered = 0u64;
+        let mut overflowed: Vec<Rc<Peer>> = Vec::new();
+        for sub in &ch.subs {
+            if sub.pending.get() || ev.seq <= sub.last_seq.get() {
+                continue;
+            }
+            sub.last_seq.set(ev.seq);
+            let peer = &sub.peer;
+            let frame = match peer.format {
+                Format::Json => ev.json.clone(),
+                Format::Msgpack => ev.frame(Format::Msgpack),
+            };
+            let ok = {
+                let mut out = peer.out.borrow_mut();
+                match (ch.kind, sub.slot) {
+                    (ChannelKind::Conflated, Some(slot)) => {
+                        if let Some(due) = out.offer(slot, frame, ev.seq, now) {
+                            peer.schedule(due);
+                        }
+                        true
+                    }
+                    _ => out.push(frame).is_ok(),
+                }
+            };
+            if !ok {
+                overflowed.push(peer.clone());
+                continue;
+            }
+            delivered += 1;
+            if !peer.dirty.replace(true) {
+                self.dirty.push(peer.clone());
+            }
+        }
+        self.stats.delivered += delivered;
+        if delivered > 0 {
+            self.batch_ingest.push(ev.ingest);
+        }
+        for p in overflowed {
+            self.stats.slow_closes += 1;
+            self.close_peer(&p, 4008, "slow consumer", true);
+        }
+    }
+
+    fn on_publish_ack(&mut self, conn: u64, token: u32, seqs: Vec<(u16, u64)>) {
+        let Some(peer) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(frame) = peer.complete_ack(token, &seqs) {
+            if peer.out.borrow_mut().push(frame).is_err() {
+                self.close_peer(&peer, 4008, "slow consumer", true);
+                return;
+            }
+            self.mark_dirty(&peer);
+        }
+    }
+
+    // ---- subscribe --------------------------------------------------------------------
+
+    /// Subscribes `peer` to `channel` (name and policy already checked by the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        peer: &Rc<Peer>,
+        channel: Arc<str>,
+        policy: &ChannelPolicy,
+        id: Option<Id>,
+        snapshot: bool,
+        since: Option<Since>,
+        max_hz: Option<f64>,
+    ) {
+        let existing = peer.subs.borrow().get(&channel).cloned();
+        let (sub_id, new) = match existing {
+            Some(sub) => (sub.id, false),
+            None => {
+                let slot = (policy.kind == ChannelKind::Conflated)
+                    .then(|| peer.out.borrow_mut().add_slot(channel.clone(), max_hz));
+                let sub = Rc::new(Sub {
+                    peer: peer.clone(),
+                    id: self.next_sub,
+                    pending: Cell::new(true),
+                    last_seq: Cell::new(0),
+                    slot,
+                });
+                self.next_sub += 1;
+                peer.subs.borrow_mut().insert(channel.clone(), sub.clone());
+                self.local
+                    .entry(channel.clone())
+                    .or_insert_with(|| LocalChannel {
+                        kind: policy.kind,
+                        subs: Vec::new(),
+                    })
+                    .subs
+                    .push(sub.clone());
+                (sub.id, true)
+            }
+        };
+        let home = home_of(&channel, self.mesh.len());
+        let req = SubReq {
+            channel,
+            shard: self.id,
+            conn: peer.id,
+            sub: sub_id,
+            format: peer.format,
+            new,
+            id,
+            snapshot,
+            since,
+        };
+        self.route(home, Remote::Subscribe(req));
+    }
+
+    fn on_subscribe(&mut self, req: SubReq) {
+        let n = self.mesh.len();
+        let rules = &self.cfg.rules;
+        let st = self
+            .owned
+            .entry(req.channel.clone())
+            .or_insert_with(|| new_owned(rules, &req.channel, n));
+        if req.new {
+            st.interest[req.shard] += 1;
+            if req.format == Format::Msgpack {
+                st.msgpack += 1;
+            }
+        }
+        let epoch = self.cfg.epoch.clone();
+        let (recovered, replay): (Option<bool>, Vec<Arc<Event>>) = match &req.since {
+            Some(since) if since.epoch.as_deref().is_some_and(|e| *e != *epoch) => {
+                (Some(false), Vec::new())
+            }
+            Some(since) if st.kind == ChannelKind::Conflated => {
+                // Only the latest value matters on a conflated channel.
+                let latest: Vec<_> = if since.seq < st.seq {
+                    st.ring.snapshot().last().cloned().into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                (Some(since.seq <= st.seq), latest)
+            }
+            Some(since) => match st.ring.since(since.seq, st.seq) {
+                Recovery::Complete(evs) => (Some(true), evs.into_iter().cloned().collect()),
+                Recovery::Incomplete => (Some(false), Vec::new()),
+            },
+            None if req.snapshot => (None, st.ring.snapshot().cloned().collect()),
+            None => (None, Vec::new()),
+        };
+        let resp = SubResp {
+            channel: req.channel,
+            conn: req.conn,
+            sub: req.sub,
+            id: req.id,
+            kind: st.kind,
+            seq: st.seq,
+            epoch,
+            recovered,
+            replay,
+        };
+        self.route(req.shard, Remote::SubscribeResp(resp));
+    }
+
+    fn on_subscribe_resp(&mut self, resp: SubResp) {
+        let Some(peer) = self.conns.get(&resp.conn).cloned() else {
+            return;
+        };
+        let Some(sub) = peer.subs.borrow().get(&resp.channel).cloned() else {
+            return;
+        };
+        if sub.id != resp.sub {
+            return;
+        }
+        let ack = reply(
+            peer.format,
+            &Subscribed {
+                kind: "subscribed",
+                id: resp.id.as_ref(),
+                channel: &resp.channel,
+                channel_kind: resp.kind.as_str(),
+                seq: resp.seq,
+                epoch: &resp.epoch,
+                recovered: resp.recovered,
+            },
+        );
+        let mut ok = true;
+        {
+            let mut out = peer.out.borrow_mut();
+            ok &= out.push(ack).is_ok();
+            for ev in &resp.replay {
+                ok &= out.push(ev.frame(peer.format)).is_ok();
+            }
+        }
+        sub.last_seq.set(sub.last_seq.get().max(resp.seq));
+        sub.pending.set(false);
+        if !ok {
+            self.close_peer(&peer, 4008, "slow consumer", true);
+            return;
+        }
+        self.mark_dirty(&peer);
+    }
+
+    /// Removes `peer`'s subscription to `channel`; false if it had none.
+    pub fn unsubscribe(&mut self, peer: &Rc<Peer>, channel: &str) -> bool {
+        let Some((name, sub)) = peer.subs.borrow_mut().remove_entry(channel) else {
+            return false;
+        };
+        self.drop_sub(&name, &sub);
+        true
+    }
+
+    fn drop_sub(&mut self, channel: &Arc<str>, sub: &Rc<Sub>) {
+        if let Some(slot) = sub.slot {
+            sub.peer.out.borrow_mut().remove_slot(slot);
+        }
+        if let Some(ch) = self.local.get_mut(channel) {
+            if let Some(pos) = ch.subs.iter().position(|s| Rc::ptr_eq(s, sub)) {
+                ch.subs.swap_remove(pos);
+            }
+            if ch.subs.is_empty() {
+                self.local.remove(channel);
+            }
+        }
+        let home = home_of(channel, self.mesh.len());
+        let msg = Remote::Unsubscribe {
+            channel: channel.clone(),
+            shard: self.id,
+            format: sub.peer.format,
+        };
+        self.route(home, msg);
+    }
+
+    fn on_unsubscribe(&mut self, channel: &Arc<str>, shard: usize, format: Format) {
+        if let Some(st) = self.owned.get_mut(channel) {
+            st.interest[shard] = st.interest[shard].saturating_sub(1);
+            if format == Format::Msgpack {
+                st.msgpack = st.msgpack.saturating_sub(1);
+            }
+            // A channel never published and no longer watched holds nothing worth keeping.
+            if st.seq == 0 && st.interest.iter().all(|&c| c == 0) {
+                self.owned.remove(channel);
+            }
+        }
+    }
+
+    /// Forgets a connection that has ended: its subscriptions, its registration.
+    pub fn remove_peer(&mut self, peer: &Rc<Peer>) {
+        let subs: Vec<_> = peer.subs.borrow_mut().drain().collect();
+        for (name, sub) in subs {
+            self.drop_sub(&name, &sub);
+        }
+        self.conns.remove(&peer.id);
+    }
+
+    // ---- closing, heartbeat, shutdown ----------------------------------------------------
+
+    /// Queues a close frame for `peer` (dropping its backlog when `discard`).
+    pub fn close_peer(&mut self, peer: &Rc<Peer>, code: u16, reason: &str, discard: bool) {
+        peer.begin_close(close_frame(code, reason), discard, code, reason);
+        self.mark_dirty(peer);
+    }
+
+    /// Pings every connection and closes those silent for two intervals.
+    pub fn heartbeat(&mut self, now: Instant, interval: Duration, ping: &Bytes) {
+        let peers: Vec<_> = self.conns.values().cloned().collect();
+        for p in peers {
+            if p.is_closing() {
+                continue;
+            }
+            if now.saturating_duration_since(p.last_rx.get()) > interval * 2 {
+                self.close_peer(&p, 4000, "heartbeat timeout", true);
+            } else {
+                p.out.borrow_mut().push_control(ping.clone());
+                self.mark_dirty(&p);
+            }
+        }
+    }
+
+    /// Tells every connection the server is going away, then closes it with 1012.
+    pub fn shutdown_all(&mut self, reconnect_ms: u64) {
+        let notice = |fmt| {
+            reply(
+                fmt,
+                &encode::Shutdown {
+                    kind: "server_shutdown",
+                    reconnect_ms,
+                    message: "server restarting",
+                },
+            )
+        };
+        let (json, mp) = (notice(Format::Json), notice(Format::Msgpack));
+        let peers: Vec<_> = self.conns.values().cloned().collect();
+        for p in peers {
+            let n = if p.format == Format::Json {
+                json.clone()
+            } else {
+                mp.clone()
+            };
+            p.out.borrow_mut().push_control(n);
+            self.close_peer(&p, 1012, "server restart", false);
+        }
+    }
+
+    // ---- commit -----------------------------------------------------------------------
+
+    /// Ends a unit of work: hands queued items to other shards and writes every connection
+    /// with new output, one `writev` per connection.
+    pub fn commit(&mut self) {
+        for to in 0..self.outgoing.len() {
+            if self.outgoing[to].is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut self.outgoing[to]);
+            let len = batch.len();
+            match self.mesh.send(to, ShardMsg::Batch(batch)) {
+                Ok(()) => self.outgoing_len -= len,
+                Err(ShardMsg::Batch(back)) => self.outgoing[to] = back,
+                Err(_) => {}
+            }
+        }
+        let now = Instant::now();
+        let dirty = std::mem::take(&mut self.dirty);
+        for peer in &dirty {
+            peer.dirty.set(false);
+            peer.flush(now);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        if !self.batch_ingest.is_empty() {
+            let now = Instant::now();
+            for t in self.batch_ingest.drain(..) {
+                let ns = now.saturating_duration_since(t).as_nanos() as u64;
+                let _ = self.latency.record(ns.max(1));
+            }
+        }
+    }
+
+    /// Channels this shard is home to, with their subscription counts (for status).
+    pub fn channel_counts(&self) -> impl Iterator<Item = (&Arc<str>, u32, u64)> {
+        self.owned
+            .iter()
+            .map(|(k, v)| (k, v.interest.iter().sum(), v.seq))
+    }
+}
+
+fn new_owned(rules: &ChannelRules, channel: &str, shards: usize) -> Owned {
+    // Names reaching a home shard were resolved at ingress; a rule change cannot happen at
+    // run time, so the fallback is only for robustness.
+    let policy = rules
+        .resolve(channel)
+        .map(|r| r.policy.clone())
+        .unwrap_or(ChannelPolicy {
+            kind: ChannelKind::Stream,
+            history: 0,
+        });
+    Owned {
+        seq: 0,
+        ring: Ring::new(policy.history),
+        kind: policy.kind,
+        interest: vec![0; shards],
+        msgpack: 0,
+    }
+}
+
+/// Encodes the `published` ack for a finished publish.
+pub fn published_frame(fmt: Format, id: &Id, single: Option<&str>, seqs: &[u64]) -> Bytes {
+    let msg = match single {
+        Some(ch) => Published {
+            kind: "published",
+            id,
+            channel: Some(ch),
+            seq: seqs.first().copied(),
+            seqs: None,
+        },
+        None => Published {
+            kind: "published",
+            id,
+            channel: None,
+            seq: None,
+            seqs: Some(seqs),
+        },
+    };
+    reply(fmt, &msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_is_stable_and_spread() {
+        assert_eq!(home_of("quotes.AAPL", 4), home_of("quotes.AAPL", 4));
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            counts[home_of(&format!("bench.{i}"), 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+}

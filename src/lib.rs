@@ -1,0 +1,36 @@
+//! quotecast: a sharded, encode-once market-data fan-out server speaking WebSocket.
+//!
+//! Feed handlers and backends publish events (quotes, trades, orders, positions, risk
+//! alerts) over WebSocket or `POST /api/publish`; trading UIs subscribe to channels over
+//! `GET /ws` and receive them in order, with snapshots, gap-free recovery by sequence
+//! number, and per-subscriber conflation of quotes. The wire protocol is in
+//! `docs/protocol.md`.
+//!
+//! # Layout
+//! The modules follow the pipeline, publish → socket:
+//! - [`protocol`]: the wire. Channel/event name rules, RFC 6455 framing (server frames built
+//!   once into shared `Bytes`; a strict in-place decoder for client frames), client op
+//!   parsing for JSON and MessagePack, reply and event encoding. Pure, no I/O.
+//! - [`engine`]: channel policies by pattern, per-channel ring buffers and sequence
+//!   numbers, encode-once events, per-connection outbound queues with conflation slots,
+//!   lock-free inboxes between shards, and the [`engine::shard::Shard`] state machine that
+//!   sequences, fans out and hands off. No sockets except the flush it asks peers to do.
+//! - [`server`]: the thread-per-core runtime (one `current_thread` tokio runtime per
+//!   shard), the acceptor, HTTP via hyper (upgrade, publish API, health), the connection
+//!   loop, vectored writes, heartbeat and graceful shutdown.
+//! - [`demo`]: the simulated market behind `quotecast serve --demo`.
+//! - [`config`]: the validated configuration and its defaults.
+//!
+//! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
+//! channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
+//! `server::http`.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use server::Server;

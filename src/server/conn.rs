@@ -1,0 +1,429 @@
+//! The connection loop (server layer): one task per WebSocket that reads and decodes client
+//! frames, answers ops, waits for writability when the socket is full, releases `max_hz`
+//! slots, and runs the close handshake. Writes of fan-out frames are done by the shard's
+//! commit, not here, so a publish reaches many sockets without waking their tasks.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::time::sleep_until;
+
+use super::peer::{Peer, PeerState};
+use super::runtime::ShardCtx;
+use crate::engine::channel::ChannelKind;
+use crate::engine::shard::PubReply;
+use crate::protocol::encode::{self, reply, Pong, Unsubscribed, Welcome};
+use crate::protocol::frame::{close_frame, frame, Message, OpCode};
+use crate::protocol::names::check_channel;
+use crate::protocol::op::{parse_json, parse_msgpack, Id, Op};
+
+/// How long a closing connection may take to flush its close frame and say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Size of the per-shard read buffer every connection reads into.
+pub const SCRATCH_LEN: usize = 64 * 1024;
+/// Reads per readiness event before yielding to other connections.
+const MAX_READS_PER_WAKE: usize = 4;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; SCRATCH_LEN]);
+}
+
+/// Serves one upgraded connection until it closes, then forgets it.
+pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
+    ctx.shard.borrow_mut().add_peer(peer.clone());
+    let welcome = reply(
+        peer.format,
+        &Welcome {
+            kind: "welcome",
+            protocol: 1,
+            conn_id: &peer.conn_id(),
+            user: None,
+            heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
+            format: peer.format.as_str(),
+            server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
+        },
+    );
+    peer.out.borrow_mut().push_control(welcome);
+    if !leftover.is_empty() {
+        let mut buf = leftover.to_vec();
+        process_input(&ctx, &peer, &mut buf);
+    }
+    {
+        let mut shard = ctx.shard.borrow_mut();
+        shard.mark_dirty(&peer);
+        shard.commit();
+    }
+    tracing::debug!(conn = %peer.conn_id(), format = peer.format.as_str(), "connection open");
+
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let timer = sleep_until(far.into());
+    tokio::pin!(timer);
+    let mut close_deadline: Option<Instant> = None;
+    loop {
+        match peer.state() {
+            PeerState::Dead => break,
+            PeerState::Closing => {
+                let deadline = *close_deadline.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+                if !peer.has_output() {
+                    linger(&peer, deadline).await;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            PeerState::Open => {}
+        }
+        let due = match (peer.next_due.get(), close_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(d) = due {
+            timer.as_mut().reset(d.into());
+        }
+        let want_write = peer.blocked.get();
+        tokio::select! {
+            biased;
+            _ = peer.signal.wait() => {
+                if !peer.blocked.get() && peer.has_output() {
+                    let mut shard = ctx.shard.borrow_mut();
+                    shard.mark_dirty(&peer);
+                    shard.commit();
+                }
+            }
+            r = peer.stream.writable(), if want_write => {
+                if r.is_err() {
+                    peer.set_dead("socket error");
+                    continue;
+                }
+                peer.blocked.set(false);
+                let mut shard = ctx.shard.borrow_mut();
+                shard.mark_dirty(&peer);
+                shard.commit();
+            }
+            r = peer.stream.readable() => {
+                if r.is_err() {
+                    peer.set_dead("socket error");
+                    continue;
+                }
+                on_readable(&ctx, &peer);
+            }
+            _ = &mut timer, if due.is_some() => {
+                let now = Instant::now();
+                if peer.next_due.get().is_some_and(|t| t <= now) {
+                    peer.next_due.set(None);
+                    let next = peer.out.borrow_mut().release_due(now);
+                    if let Some(n) = next {
+                        peer.schedule(n);
+                    }
+                    let mut shard = ctx.shard.borrow_mut();
+                    shard.mark_dirty(&peer);
+                    shard.commit();
+                }
+            }
+        }
+    }
+    let (code, reason) = peer.close_reason().unwrap_or((1006, "gone".into()));
+    tracing::debug!(conn = %peer.conn_id(), code, reason = %reason, "connection closed");
+    {
+        let mut shard = ctx.shard.borrow_mut();
+        shard.remove_peer(&peer);
+        shard.commit();
+    }
+    ctx.on_peer_gone();
+}
+
+/// After our close frame is out: half-close and wait briefly for the client's close or EOF,
+/// so unread input does not turn our FIN into a reset that could destroy the close frame.
+async fn linger(peer: &Peer, deadline: Instant) {
+    let _ = socket2::SockRef::from(&peer.stream).shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            r = peer.stream.readable() => {
+                if r.is_err() { return; }
+                match peer.stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+            _ = sleep_until(deadline.into()) => return,
+        }
+    }
+}
+
+fn on_readable(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>) {
+    SCRATCH.with(|s| {
+        let mut scratch = s.borrow_mut();
+        for _ in 0..MAX_READS_PER_WAKE {
+            if peer.state() != PeerState::Open && peer.state() != PeerState::Closing {
+                return;
+            }
+            match peer.stream.try_read(&mut scratch[..]) {
+                Ok(0) => {
+                    peer.set_dead("peer closed the connection");
+                    return;
+                }
+                Ok(n) => {
+                    peer.last_rx.set(Instant::now());
+                    if peer.state() == PeerState::Open {
+                        process_input(ctx, peer, &mut scratch[..n]);
+                    }
+                    if n < scratch.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    peer.set_dead("read failed");
+                    return;
+                }
+            }
+        }
+    });
+    ctx.shard.borrow_mut().commit();
+}
+
+/// Decodes `data` (just read) together with any partial frame kept from before.
+fn process_input(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, data: &mut [u8]) {
+    let mut inbuf = peer.inbuf.borrow_mut();
+    let mut decoder = peer.decoder.borrow_mut();
+    let on = |m: Message<'_>| handle_message(ctx, peer, m);
+    if inbuf.is_empty() {
+        match decoder.decode(data, on) {
+            Ok(used) => inbuf.extend_from_slice(&data[used..]),
+            Err(e) => protocol_close(ctx, peer, e.code, e.reason),
+        }
+    } else {
+        inbuf.extend_from_slice(data);
+        match decoder.decode(&mut inbuf[..], on) {
+            Ok(used) => {
+                inbuf.drain(..used);
+                if inbuf.is_empty() {
+                    *inbuf = Vec::new();
+                }
+            }
+            Err(e) => protocol_close(ctx, peer, e.code, e.reason),
+        }
+    }
+    if peer.is_closing() {
+        *inbuf = Vec::new();
+    }
+}
+
+fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: u16, reason: &str) {
+    let text = if code == 1002 {
+        format!("protocol error: {reason}")
+    } else {
+        reason.to_string()
+    };
+    ctx.shard.borrow_mut().close_peer(peer, code, &text, false);
+}
+
+/// Queues a reply frame; a connection whose queue is full is a slow consumer.
+fn send(ctx: &ShardCtx, peer: &Rc<Peer>, f: Bytes) {
+    let ok = peer.out.borrow_mut().push(f).is_ok();
+    let mut shard = ctx.shard.borrow_mut();
+    if ok {
+        shard.mark_dirty(peer);
+    } else {
+        shard.close_peer(peer, 4008, "slow consumer", true);
+    }
+}
+
+fn send_error(
+    ctx: &ShardCtx,
+    peer: &Rc<Peer>,
+    id: Option<&Id>,
+    code: &str,
+    channel: Option<&str>,
+    msg: &str,
+) {
+    send(
+        ctx,
+        peer,
+        encode::error(peer.format, id, code, channel, msg),
+    );
+}
+
+fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool {
+    if peer.is_closing() {
+        return false;
+    }
+    match msg {
+        Message::Text(t) => match parse_json(t) {
+            Ok(op) => handle_op(ctx, peer, op),
+            Err((id, e)) => send_error(ctx, peer, id.as_ref(), e.code(), None, &e.to_string()),
+        },
+        Message::Binary(b) => match parse_msgpack(b) {
+            Ok(op) => handle_op(ctx, peer, op),
+            Err((id, e)) => send_error(ctx, peer, id.as_ref(), e.code(), None, &e.to_string()),
+        },
+        Message::Ping(p) => {
+            peer.out.borrow_mut().push_control(frame(OpCode::Pong, p));
+            ctx.shard.borrow_mut().mark_dirty(peer);
+        }
+        Message::Pong => {}
+        Message::Close(code) => {
+            let mut shard = ctx.shard.borrow_mut();
+            let echo = if code == 1005 { 1000 } else { code };
+            peer.begin_close(close_frame(echo, "bye"), false, code, "client closed");
+            shard.mark_dirty(peer);
+            return false;
+        }
+        Message::TooLarge => {
+            let max = ctx.shared.config.max_message_bytes;
+            send_error(
+                ctx,
+                peer,
+                None,
+                "too_large",
+                None,
+                &format!("message exceeds {max} bytes; skipped"),
+            );
+        }
+    }
+    !peer.is_closing()
+}
+
+fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
+    match op {
+        Op::Subscribe {
+            id,
+            channels,
+            snapshot,
+            since,
+            max_hz,
+        } => {
+            for name in channels {
+                if let Err(e) = check_channel(&name) {
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "bad_channel",
+                        Some(&name),
+                        &e.to_string(),
+                    );
+                    continue;
+                }
+                let rules = &ctx.shared.engine.rules;
+                let Some(resolved) = rules.resolve(&name) else {
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "unknown_channel",
+                        Some(&name),
+                        "no channel pattern accepts this name",
+                    );
+                    continue;
+                };
+                if max_hz.is_some() && resolved.policy.kind == ChannelKind::Stream {
+                    let msg = "max_hz applies to conflated channels only; stream channels deliver every event";
+                    send_error(ctx, peer, id.as_ref(), "bad_request", Some(&name), msg);
+                    continue;
+                }
+                let policy = resolved.policy.clone();
+                let s = since
+                    .iter()
+                    .find(|(c, _)| *c == name)
+                    .map(|(_, s)| s.clone());
+                let channel: Arc<str> = Arc::from(name);
+                ctx.shard.borrow_mut().subscribe(
+                    peer,
+                    channel,
+                    &policy,
+                    id.clone(),
+                    snapshot,
+                    s,
+                    max_hz,
+                );
+            }
+        }
+        Op::Unsubscribe { id, channels } => {
+            let mut removed = Vec::new();
+            {
+                let mut shard = ctx.shard.borrow_mut();
+                for c in &channels {
+                    if shard.unsubscribe(peer, c) {
+                        removed.push(c.as_str());
+                    }
+                }
+            }
+            let f = reply(
+                peer.format,
+                &Unsubscribed {
+                    kind: "unsubscribed",
+                    id: id.as_ref(),
+                    channels: removed,
+                },
+            );
+            send(ctx, peer, f);
+        }
+        Op::Publish { id, events, single } => {
+            for ev in &events {
+                if ctx.shared.engine.rules.resolve(&ev.channel).is_none() {
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "unknown_channel",
+                        Some(&ev.channel),
+                        "no channel pattern accepts this name",
+                    );
+                    return;
+                }
+            }
+            let me = ctx.shard.borrow().id();
+            let token = id.clone().map(|i| {
+                let single_ch = single.then(|| Arc::from(events[0].channel.as_str()));
+                peer.new_ack(i, single_ch, events.len())
+            });
+            let conn = peer.id;
+            let result = ctx.shard.borrow_mut().publish(events, |idx| match token {
+                Some(token) => PubReply::Peer {
+                    shard: me,
+                    conn,
+                    token,
+                    idx,
+                },
+                None => PubReply::None,
+            });
+            if let Err(e) = result {
+                if let Some(t) = token {
+                    peer.cancel_ack(t);
+                }
+                send_error(ctx, peer, id.as_ref(), "overloaded", None, &e.to_string());
+            }
+        }
+        Op::Ping { id } => {
+            let f = reply(
+                peer.format,
+                &Pong {
+                    kind: "pong",
+                    id: id.as_ref(),
+                    ts: crate::engine::event::now_ns(),
+                },
+            );
+            send(ctx, peer, f);
+        }
+        Op::Auth { id, .. } => {
+            send_error(
+                ctx,
+                peer,
+                id.as_ref(),
+                "unsupported",
+                None,
+                "token authentication is not configured on this server",
+            );
+        }
+    }
+}

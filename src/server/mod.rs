@@ -1,0 +1,9 @@
+//! The server layer: sockets, HTTP, the connection loop and the thread-per-core runtime.
+//! Everything that touches the network lives here; the engine and protocol layers are pure.
+
+pub mod conn;
+pub mod http;
+pub mod peer;
+pub mod runtime;
+
+pub use runtime::{Server, ShardReport};

@@ -1,0 +1,254 @@
+//! One WebSocket connection's state (server layer): its socket, outbound queue,
+//! subscriptions and decoder. The shard hands frames to it; `flush` writes everything
+//! pending with one `writev` per call (up to [`MAX_IOV`] frames).
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use crate::engine::outbound::{Outbound, QueueLimits, MAX_IOV};
+use crate::engine::shard::{published_frame, Sub};
+use crate::engine::signal::LocalSignal;
+use crate::protocol::frame::Decoder;
+use crate::protocol::op::Id;
+use crate::protocol::Format;
+
+/// Most `writev` calls per flush before yielding to other connections (bounded work per
+/// poll, quinn's `WorkLimiter` idea): 16 × 64 frames.
+const MAX_WRITES_PER_FLUSH: usize = 16;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Serving.
+    Open,
+    /// A close frame is queued; finishing the writes.
+    Closing,
+    /// The socket failed or the peer went away; nothing more can be written.
+    Dead,
+}
+
+/// A publish ack being assembled from the home shards' replies.
+#[derive(Debug)]
+pub struct PendingAck {
+    id: Id,
+    single: Option<Arc<str>>,
+    seqs: Vec<u64>,
+    remaining: usize,
+}
+
+/// The connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// Unique per process: shard index in the top 16 bits, a counter below.
+    pub id: u64,
+    /// Wire format.
+    pub format: Format,
+    /// The socket (reads by the connection task, writes by whoever flushes).
+    pub stream: TcpStream,
+    /// Frames waiting to be written.
+    pub out: RefCell<Outbound>,
+    /// Subscriptions by channel.
+    pub subs: RefCell<AHashMap<Arc<str>, Rc<Sub>>>,
+    /// Listed in the shard's dirty list.
+    pub dirty: Cell<bool>,
+    /// Wakes the connection task (blocked write, close, timer change).
+    pub signal: LocalSignal,
+    /// The last write would have blocked: wait for writability.
+    pub blocked: Cell<bool>,
+    /// Last time anything was received.
+    pub last_rx: Cell<Instant>,
+    /// Next `max_hz` release.
+    pub next_due: Cell<Option<Instant>>,
+    state: Cell<PeerState>,
+    close_reason: RefCell<Option<(u16, String)>>,
+    acks: RefCell<AHashMap<u32, PendingAck>>,
+    next_token: Cell<u32>,
+    /// Client frame decoder.
+    pub decoder: RefCell<Decoder>,
+    /// Tail of a frame that has not fully arrived (usually empty, then unallocated).
+    pub inbuf: RefCell<Vec<u8>>,
+}
+
+impl Peer {
+    /// A new open connection.
+    pub fn new(
+        id: u64,
+        format: Format,
+        stream: TcpStream,
+        limits: QueueLimits,
+        max_message: usize,
+    ) -> Self {
+        Peer {
+            id,
+            format,
+            stream,
+            out: RefCell::new(Outbound::new(format, limits)),
+            subs: RefCell::new(AHashMap::new()),
+            dirty: Cell::new(false),
+            signal: LocalSignal::default(),
+            blocked: Cell::new(false),
+            last_rx: Cell::new(Instant::now()),
+            next_due: Cell::new(None),
+            state: Cell::new(PeerState::Open),
+            close_reason: RefCell::new(None),
+            acks: RefCell::new(AHashMap::new()),
+            next_token: Cell::new(0),
+            decoder: RefCell::new(Decoder::new(max_message)),
+            inbuf: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The printable connection id, `shard-counter`.
+    pub fn conn_id(&self) -> String {
+        format!("{}-{}", self.id >> 48, self.id & 0xFFFF_FFFF_FFFF)
+    }
+
+    /// Current state.
+    pub fn state(&self) -> PeerState {
+        self.state.get()
+    }
+
+    /// Whether a close has begun (or the socket is gone).
+    pub fn is_closing(&self) -> bool {
+        self.state.get() != PeerState::Open
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.close_reason.borrow().clone()
+    }
+
+    /// Queues `close` and stops accepting frames.
+    pub fn begin_close(&self, close: Bytes, discard: bool, code: u16, reason: &str) {
+        if self.state.get() != PeerState::Open {
+            return;
+        }
+        self.out.borrow_mut().close(close, discard);
+        self.state.set(PeerState::Closing);
+        *self.close_reason.borrow_mut() = Some((code, reason.to_string()));
+        self.signal.notify();
+    }
+
+    /// The socket is unusable.
+    pub fn set_dead(&self, why: &str) {
+        if self.state.get() != PeerState::Dead {
+            if self.close_reason.borrow().is_none() {
+                *self.close_reason.borrow_mut() = Some((1006, why.to_string()));
+            }
+            self.state.set(PeerState::Dead);
+            self.signal.notify();
+        }
+    }
+
+    /// Asks the connection task to wake at `due` (for `max_hz`).
+    pub fn schedule(&self, due: Instant) {
+        let next = match self.next_due.get() {
+            Some(t) if t <= due => t,
+            _ => due,
+        };
+        self.next_due.set(Some(next));
+        self.signal.notify();
+    }
+
+    /// Writes what is pending: commits ready quotes, then `writev`s until done, the socket
+    /// is full, or the per-flush bound is reached.
+    pub fn flush(&self, now: Instant) {
+        if self.state.get() == PeerState::Dead || self.blocked.get() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        out.commit(now);
+        for _ in 0..MAX_WRITES_PER_FLUSH {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.slices(&mut iov);
+            if n == 0 {
+                if out.has_ready() {
+                    out.commit(now);
+                    if out.has_wire() {
+                        continue;
+                    }
+                }
+                return;
+            }
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => {
+                    drop(out);
+                    self.set_dead("write returned 0");
+                    return;
+                }
+                Ok(w) => out.advance(w),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked.set(true);
+                    self.signal.notify();
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    drop(out);
+                    self.set_dead("write failed");
+                    return;
+                }
+            }
+        }
+        // Bound reached with more to write: let the connection task continue later.
+        if out.has_wire() || out.has_ready() {
+            self.signal.notify();
+        }
+    }
+
+    /// Whether output is waiting.
+    pub fn has_output(&self) -> bool {
+        let out = self.out.borrow();
+        out.has_wire() || out.has_ready()
+    }
+
+    /// Registers a publish ack to be completed by `complete_ack`; returns its token.
+    pub fn new_ack(&self, id: Id, single: Option<Arc<str>>, events: usize) -> u32 {
+        let token = self.next_token.get();
+        self.next_token.set(token.wrapping_add(1));
+        self.acks.borrow_mut().insert(
+            token,
+            PendingAck {
+                id,
+                single,
+                seqs: vec![0; events],
+                remaining: events,
+            },
+        );
+        token
+    }
+
+    /// Drops a pending ack (the publish was refused).
+    pub fn cancel_ack(&self, token: u32) {
+        self.acks.borrow_mut().remove(&token);
+    }
+
+    /// Records seqs for a pending ack; returns the ack frame once all are known.
+    pub fn complete_ack(&self, token: u32, seqs: &[(u16, u64)]) -> Option<Bytes> {
+        let mut acks = self.acks.borrow_mut();
+        let pending = acks.get_mut(&token)?;
+        for &(i, s) in seqs {
+            if let Some(slot) = pending.seqs.get_mut(i as usize) {
+                *slot = s;
+            }
+        }
+        pending.remaining = pending.remaining.saturating_sub(seqs.len());
+        if pending.remaining > 0 {
+            return None;
+        }
+        let done = acks.remove(&token)?;
+        Some(published_frame(
+            self.format,
+            &done.id,
+            done.single.as_deref(),
+            &done.seqs,
+        ))
+    }
+}
