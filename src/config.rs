@@ -34,6 +34,12 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Open sockets (HTTP and WebSocket) the server accepts at once. Default 100,000.
     pub max_connections: usize,
+    /// Kernel send buffer per socket (`SO_SNDBUF`), or 0 for the kernel's autotuning.
+    /// Default 256 KiB. Autotuning lets a slow reader's kernel buffer grow to several MiB of
+    /// stale quotes that conflation can no longer replace; a fixed buffer keeps the backlog
+    /// in the server's conflation slots, where the newest quote wins. 256 KiB still carries
+    /// 2.5 MB/s to a client 100 ms away, far above a trading UI's needs.
+    pub socket_send_buffer: usize,
 }
 
 impl Default for Config {
@@ -54,6 +60,7 @@ impl Default for Config {
             reconnect_hint: Duration::from_secs(1),
             inbox_capacity: 16 * 1024,
             max_connections: 100_000,
+            socket_send_buffer: 256 * 1024,
         }
     }
 }

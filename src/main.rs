@@ -145,7 +145,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         slow_consumer_closes = report.stats.slow_closes,
         "stopped"
     );
-    if h.len() > 0 {
+    if !h.is_empty() {
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         eprintln!(
             "ingest -> socket write latency over {} event batches: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",

@@ -154,9 +154,7 @@ impl Outbound {
         if self.closing {
             return None;
         }
-        let Some(s) = self.slots.get_mut(id as usize).filter(|s| s.in_use) else {
-            return None;
-        };
+        let s = self.slots.get_mut(id as usize).filter(|s| s.in_use)?;
         if s.frame.is_some() {
             let old = s.seq;
             s.replaced = Some(match s.replaced {

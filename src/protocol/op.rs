@@ -21,9 +21,9 @@ use super::names::{check_channel, check_event};
 pub const MAX_CHANNELS_PER_OP: usize = 256;
 /// Most events in one publish batch.
 pub const MAX_EVENTS_PER_PUBLISH: usize = 1024;
-/// Deepest MessagePack nesting accepted (serde_json's own limit for JSON is 128 too); keeps
+/// Deepest MessagePack nesting accepted: room for `data` at MAX_DATA_DEPTH inside a batch; keeps
 /// the recursive transcoder's stack use small on hostile input.
-pub const MAX_MSGPACK_DEPTH: usize = 128;
+pub const MAX_MSGPACK_DEPTH: usize = 70;
 /// Longest accepted string `id`.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -154,18 +154,61 @@ impl<'de> Deserialize<'de> for JsonData {
     }
 }
 
+/// Deepest nesting accepted inside `data`. A `RawValue` is only skimmed by serde_json (no
+/// recursion limit applies), so depth is checked here; the bound keeps every later
+/// transcoding (JSON → MessagePack for msgpack subscribers) within its own limits.
+pub const MAX_DATA_DEPTH: usize = 64;
+
 trait DataBytes {
-    fn into_bytes(self) -> Bytes;
+    fn into_bytes(self) -> Result<Bytes, OpError>;
 }
 impl DataBytes for &RawValue {
-    fn into_bytes(self) -> Bytes {
-        Bytes::copy_from_slice(self.get().as_bytes())
+    fn into_bytes(self) -> Result<Bytes, OpError> {
+        let raw = self.get().as_bytes();
+        if json_depth(raw) > MAX_DATA_DEPTH {
+            return Err(OpError::BadRequest(format!(
+                "`data` nests deeper than {MAX_DATA_DEPTH} levels"
+            )));
+        }
+        Ok(Bytes::copy_from_slice(raw))
     }
 }
 impl DataBytes for JsonData {
-    fn into_bytes(self) -> Bytes {
-        Bytes::from(self.0)
+    fn into_bytes(self) -> Result<Bytes, OpError> {
+        if json_depth(&self.0) > MAX_DATA_DEPTH {
+            return Err(OpError::BadRequest(format!(
+                "`data` nests deeper than {MAX_DATA_DEPTH} levels"
+            )));
+        }
+        Ok(Bytes::from(self.0))
     }
+}
+
+/// Maximum nesting depth of already-validated JSON text (brackets outside strings).
+pub fn json_depth(raw: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in raw {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 #[derive(Deserialize)]
@@ -259,7 +302,9 @@ pub fn parse_msgpack(msg: &[u8]) -> Result<Op, ParseFailure> {
     match RawOp::<'_, JsonData>::deserialize(&mut de) {
         Ok(raw) => build(raw),
         Err(e) => {
-            let id = rmp_serde::from_slice::<IdOnly>(msg).ok().and_then(|i| i.0);
+            let mut de = rmp_serde::Deserializer::from_read_ref(msg);
+            de.set_max_depth(MAX_MSGPACK_DEPTH);
+            let id = IdOnly::deserialize(&mut de).ok().and_then(|i| i.0);
             let err = match e {
                 rmp_serde::decode::Error::InvalidMarkerRead(_)
                 | rmp_serde::decode::Error::InvalidDataRead(_)
@@ -391,7 +436,7 @@ fn pub_event<D: DataBytes>(
     Ok(PubEvent {
         channel: channel.into_owned(),
         event: event.into_owned(),
-        data: data.into_bytes(),
+        data: data.into_bytes()?,
     })
 }
 
@@ -592,9 +637,29 @@ mod tests {
         );
         assert!(parse_json(deep.as_bytes()).is_err());
         let mut m = vec![0x81, 0xa4, b'd', b'a', b't', b'a'];
-        m.extend(std::iter::repeat(0x91).take(100_000));
+        m.extend(std::iter::repeat_n(0x91, 100_000));
         m.push(0x01);
         assert!(parse_msgpack(&m).is_err());
+    }
+
+    #[test]
+    fn data_depth_is_bounded_even_inside_raw_values() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":"[[[[\"]]"}]}"#), 3);
+        let ok = format!(
+            r#"{{"op":"publish","channel":"a","event":"e","data":{}1{}}}"#,
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        assert!(parse_json(ok.as_bytes()).is_ok());
+        let deep = format!(
+            r#"{{"op":"publish","channel":"a","event":"e","data":{}1{}}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        assert_eq!(
+            parse_json(deep.as_bytes()).unwrap_err().1.code(),
+            "bad_request"
+        );
     }
 
     #[test]

@@ -285,6 +285,10 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let sndbuf = ctx.shared.config.socket_send_buffer;
+        if sndbuf > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf);
+        }
         let target = next % shards;
         next = next.wrapping_add(1);
         if target == me {

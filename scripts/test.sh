@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, in the order CI runs them. This is README's
+# test command; .ci/run installs what it needs and then calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== format"
+cargo fmt --all --check
+
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit and integration tests"
+cargo test --workspace --locked
+
+echo "== benches (each run once, as a test)"
+cargo bench --locked --bench core -- --test
+
+echo "== loadtest smoke: real server, real clients, every frame delivered in order"
+cargo build --release --locked -p quotecast -p loadtest
+./target/release/loadtest run --scenario smoke --spawn ./target/release/quotecast

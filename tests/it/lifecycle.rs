@@ -1,0 +1,150 @@
+//! Heartbeat, graceful shutdown and the HTTP surface.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+#[tokio::test]
+async fn heartbeat_drops_a_dead_peer_but_keeps_a_live_one() {
+    let srv = TestServer::start(|c| c.heartbeat = Duration::from_millis(100));
+    let mut live = Client::connect(&srv).await;
+    // tungstenite answers the server's pings while we read; keep this client talking.
+    let live_task = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < deadline {
+            live.send(json!({"op":"ping"})).await;
+            live.expect_type("pong").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (mut dead, rest) = raw_connect(srv.addr, "").await;
+    let t0 = Instant::now();
+    // The raw client never answers pings: closed with 4000 after about two intervals.
+    let code = raw_read_until_close(&mut dead, rest, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(4000));
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    live_task.await.expect("the live client was never dropped");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_delivers_queued_events_then_notice_then_1012() {
+    let mut srv = TestServer::default();
+    let mut clients = Vec::new();
+    for fmt in [false, true, false] {
+        let mut c = if fmt {
+            Client::connect_msgpack(&srv).await
+        } else {
+            Client::connect(&srv).await
+        };
+        c.subscribe(&["user.5.orders"]).await;
+        clients.push(c);
+    }
+    let evs: Vec<Value> = (1..=50)
+        .map(|i| ev("user.5.orders", "order_update", json!({"i": i})))
+        .collect();
+    publish_http(srv.addr, &evs).await;
+    let server = srv.take();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    for c in &mut clients {
+        let (seen, closed) = c.until_close().await;
+        let events: Vec<u64> = seen
+            .iter()
+            .filter(|v| v["type"] == "event")
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            (1..=50).collect::<Vec<_>>(),
+            "nothing published before the signal is lost"
+        );
+        let last = seen.last().unwrap();
+        assert_eq!(last["type"], "server_shutdown");
+        assert!(last["reconnect_ms"].as_u64().unwrap() > 0);
+        assert_eq!(closed.code, 1012);
+    }
+    let report = stopper.join().unwrap();
+    assert_eq!(report.stats.published, 50);
+    assert!(
+        !report.latency.is_empty(),
+        "ingest -> write latency was recorded"
+    );
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(srv.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn client_close_is_answered() {
+    let srv = TestServer::default();
+    let c = Client::connect(&srv).await;
+    let mut ws = c.ws;
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+    let mut got_close = false;
+    while let Some(Ok(m)) = tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap() {
+        if let tokio_tungstenite::tungstenite::Message::Close(f) = m {
+            assert_eq!(f.map(|f| u16::from(f.code)), Some(1000));
+            got_close = true;
+        }
+    }
+    assert!(got_close);
+}
+
+#[tokio::test]
+async fn http_endpoints() {
+    let srv = TestServer::start(|c| c.max_message_bytes = 2048);
+    assert_eq!(
+        http(srv.addr, "GET", "/health", "").await,
+        (200, "ok\n".to_string())
+    );
+    assert_eq!(http(srv.addr, "GET", "/nope", "").await.0, 404);
+    assert_eq!(http(srv.addr, "GET", "/api/publish", "").await.0, 405);
+    let (st, body) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        r#"{"channel":"user.42.orders","event":"order_update","data":{"a":1}}"#,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"channel":"user.42.orders","seq":1})
+    );
+    let (st, body) = http(srv.addr, "POST", "/api/publish", "{nope").await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "bad_frame"
+    );
+    let (st, body) = http(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        r#"{"channel":"a","event":"e"}"#,
+    )
+    .await;
+    assert_eq!(
+        (
+            st,
+            serde_json::from_str::<Value>(&body).unwrap()["error"]["code"].clone()
+        ),
+        (400, json!("bad_request"))
+    );
+    let big = format!(
+        r#"{{"channel":"a","event":"e","data":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let (st, body) = http(srv.addr, "POST", "/api/publish", &big).await;
+    assert_eq!(
+        (
+            st,
+            serde_json::from_str::<Value>(&body).unwrap()["error"]["code"].clone()
+        ),
+        (413, json!("too_large"))
+    );
+}

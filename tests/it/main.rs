@@ -1,0 +1,7 @@
+//! Integration tests: a real server on an ephemeral port, real WebSocket clients.
+
+mod badinput;
+mod delivery;
+mod lifecycle;
+mod slow;
+mod util;

@@ -1,0 +1,160 @@
+//! Slow readers: conflation on quote channels, slow-consumer close on stream channels, and
+//! priority of private events over quotes.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn padded(i: usize) -> Value {
+    json!({"bid": i, "pad": "x".repeat(2000)})
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_latest_quote_with_conflation_notices() {
+    let srv = TestServer::start(|c| c.shards = 2);
+    let mut slow = Client::connect(&srv).await;
+    slow.subscribe(&["quotes.Z"]).await;
+    // Do not read while ~40 MB of quotes are published: far more than socket buffers hold.
+    const N: usize = 20_000;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let evs: Vec<Value> = chunk
+            .iter()
+            .map(|&i| ev("quotes.Z", "quote", padded(i + 1)))
+            .collect();
+        publish_http(srv.addr, &evs).await;
+    }
+    // Now read everything up to the last quote.
+    let mut last_seq = 0u64;
+    let mut frames = 0usize;
+    let mut pending_notice: Option<(u64, u64)> = None;
+    let mut notices = 0;
+    while last_seq < N as u64 {
+        let v = slow.recv().await;
+        match v["type"].as_str().unwrap() {
+            "conflated" => {
+                let (from, to) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
+                assert_eq!(
+                    from,
+                    last_seq + 1,
+                    "notice starts right after the last seen seq"
+                );
+                assert!(to >= from);
+                pending_notice = Some((from, to));
+                notices += 1;
+            }
+            "event" => {
+                let seq = v["seq"].as_u64().unwrap();
+                match pending_notice.take() {
+                    Some((_, to)) => assert_eq!(
+                        seq,
+                        to + 1,
+                        "the event replaces exactly the announced range"
+                    ),
+                    None => assert_eq!(seq, last_seq + 1, "no silent gap"),
+                }
+                assert_eq!(v["data"]["bid"], seq);
+                last_seq = seq;
+                frames += 1;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert!(notices > 0, "the reader was slow enough to be conflated");
+    assert!(
+        frames < N / 2,
+        "conflation dropped most intermediate quotes ({frames} of {N} delivered)"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_consumer_on_a_stream_is_closed_and_others_are_unaffected() {
+    let srv = TestServer::start(|c| {
+        c.queue = quotecast::engine::outbound::QueueLimits {
+            max_frames: 256,
+            max_bytes: 256 * 1024,
+        };
+    });
+    let mut slow = Client::connect(&srv).await;
+    slow.subscribe(&["trades.S"]).await;
+    let mut fast = Client::connect(&srv).await;
+    fast.subscribe(&["trades.S"]).await;
+    const N: usize = 6_000;
+    let reader = tokio::spawn(async move {
+        for want in 1..=N as u64 {
+            let e = fast.expect_type("event").await;
+            assert_eq!(e["seq"], want);
+        }
+        fast
+    });
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let evs: Vec<Value> = chunk
+            .iter()
+            .map(|&i| ev("trades.S", "trade", padded(i)))
+            .collect();
+        publish_http(srv.addr, &evs).await;
+    }
+    let mut fast = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let (seen, closed) = slow.until_close().await;
+    assert_eq!(closed.code, 4008, "{closed:?}");
+    assert_eq!(closed.reason, "slow consumer");
+    // What it did receive before the close is a gap-free prefix.
+    let seqs: Vec<u64> = seen
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.iter().enumerate().all(|(i, &s)| s == i as u64 + 1));
+    assert!(seqs.len() < N);
+    fast.send(json!({"op":"ping","id":2})).await;
+    fast.expect_type("pong").await;
+}
+
+#[tokio::test]
+async fn private_events_are_not_stuck_behind_a_quote_backlog() {
+    let srv = TestServer::start(|c| c.shards = 1);
+    let mut c = Client::connect_small_rcvbuf(&srv).await;
+    let quotes: Vec<String> = (0..200).map(|i| format!("quotes.S{i}")).collect();
+    let mut chans: Vec<&str> = quotes.iter().map(|s| s.as_str()).collect();
+    chans.push("user.42.orders");
+    c.subscribe(&chans).await;
+    // Fill the socket with quotes on many symbols while the client does not read.
+    for round in 0..20 {
+        let evs: Vec<Value> = quotes
+            .iter()
+            .map(|q| ev(q, "quote", json!({"r": round, "pad": "y".repeat(1500)})))
+            .collect();
+        for part in evs.chunks(100) {
+            publish_http(srv.addr, part).await;
+        }
+    }
+    publish_http(
+        srv.addr,
+        &[ev(
+            "user.42.orders",
+            "order_update",
+            json!({"status":"filled"}),
+        )],
+    )
+    .await;
+    // The order arrives before the bulk of pending quotes: only what the kernel buffers hold
+    // (256 KiB server send buffer, 32 KiB client receive buffer, each doubled by Linux) and
+    // the committed window (64 KiB) precede it: under ~800 KiB of 1.5 KiB quotes.
+    let mut before = 0usize;
+    loop {
+        let v = c.recv().await;
+        if v["channel"] == "user.42.orders" {
+            break;
+        }
+        before += 1;
+    }
+    assert!(before < 700, "{before} quote frames came first");
+    // Behind it, at most one (conflated) quote per symbol is left.
+    let rest = c.sync().await;
+    let quotes_after = rest.iter().filter(|v| v["type"] == "event").count();
+    assert!(quotes_after <= 200, "{quotes_after}");
+}

@@ -1,0 +1,343 @@
+//! Shared test helpers: a real server on 127.0.0.1:0, real WebSocket clients, a raw socket
+//! client for protocol violations, and a minimal HTTP/1.1 client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use quotecast::{Config, Server};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct TestServer {
+    server: Option<Server>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl TestServer {
+    pub(crate) fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: 2,
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let server = Server::start(cfg).expect("server starts");
+        let addr = server.local_addr();
+        TestServer {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub(crate) fn default() -> TestServer {
+        TestServer::start(|_| {})
+    }
+
+    pub(crate) fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    pub(crate) fn take(&mut self) -> Server {
+        self.server.take().expect("server still owned")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+pub(crate) struct Client {
+    pub(crate) ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub(crate) msgpack: bool,
+    pub(crate) welcome: Value,
+}
+
+/// What a client saw when the server closed it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Closed {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+impl Client {
+    pub(crate) async fn connect(srv: &TestServer) -> Client {
+        Client::connect_url(&srv.url(""), false).await
+    }
+
+    pub(crate) async fn connect_msgpack(srv: &TestServer) -> Client {
+        Client::connect_url(&srv.url("?format=msgpack"), true).await
+    }
+
+    /// A JSON client whose socket receive buffer is small, so that backlog stays on the
+    /// server side where it can be observed.
+    pub(crate) async fn connect_small_rcvbuf(srv: &TestServer) -> Client {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(32 * 1024).unwrap();
+        sock.connect(&srv.addr.into()).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(std::net::TcpStream::from(sock)).unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(srv.url(""), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+        let mut c = Client {
+            ws,
+            msgpack: false,
+            welcome: Value::Null,
+        };
+        c.welcome = c.expect_type("welcome").await;
+        c
+    }
+
+    pub(crate) async fn connect_url(url: &str, msgpack: bool) -> Client {
+        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut c = Client {
+            ws,
+            msgpack,
+            welcome: Value::Null,
+        };
+        let w = c.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.welcome = w;
+        c
+    }
+
+    pub(crate) async fn send(&mut self, v: Value) {
+        let msg = if self.msgpack {
+            Message::Binary(rmp_serde::to_vec_named(&v).unwrap())
+        } else {
+            Message::Text(v.to_string())
+        };
+        self.ws.send(msg).await.expect("send");
+    }
+
+    pub(crate) async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send");
+    }
+
+    /// Next data message as JSON (MessagePack decoded), skipping pings/pongs.
+    pub(crate) async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Ok(v) => v,
+            Err(c) => panic!("connection closed while waiting for a message: {c:?}"),
+        }
+    }
+
+    /// Next data message, or the close.
+    pub(crate) async fn next(&mut self) -> Result<Value, Closed> {
+        loop {
+            let m = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("message in time");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    assert!(!self.msgpack, "text frame on a msgpack connection: {t}");
+                    return Ok(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    assert!(self.msgpack, "binary frame on a JSON connection");
+                    return Ok(rmp_serde::from_slice(&b).expect("server sends MessagePack"));
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Err(Closed {
+                        code: u16::from(f.code),
+                        reason: f.reason.to_string(),
+                    })
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return Err(Closed {
+                        code: 1005,
+                        reason: String::new(),
+                    })
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: e.to_string(),
+                    })
+                }
+                None => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: "eof".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close and everything before it.
+    pub(crate) async fn until_close(&mut self) -> (Vec<Value>, Closed) {
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(v) => seen.push(v),
+                Err(c) => return (seen, c),
+            }
+        }
+    }
+
+    pub(crate) async fn expect_type(&mut self, ty: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], ty, "expected {ty}, got {v}");
+        v
+    }
+
+    pub(crate) async fn subscribe(&mut self, channels: &[&str]) -> Vec<Value> {
+        self.send(json!({"op":"subscribe","channels":channels}))
+            .await;
+        let mut acks = Vec::new();
+        for _ in channels {
+            acks.push(self.expect_type("subscribed").await);
+        }
+        acks
+    }
+
+    /// A ping/pong round trip: everything the server queued before the pong has arrived.
+    pub(crate) async fn sync(&mut self) -> Vec<Value> {
+        self.send(json!({"op":"ping","id":"sync"})).await;
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "pong" && v["id"] == "sync" {
+                return before;
+            }
+            before.push(v);
+        }
+    }
+}
+
+/// A hand-made WebSocket connection over a raw socket, for sending what no client library
+/// will (unmasked frames, bad UTF-8) and for not answering pings.
+pub(crate) async fn raw_connect(addr: SocketAddr, query: &str) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "server closed during handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+            return (s, buf[end + 4..].to_vec());
+        }
+    }
+}
+
+/// Reads raw server frames until a close frame; returns its code. Pings are ignored (not
+/// answered). Gives up after `limit`.
+pub(crate) async fn raw_read_until_close(
+    s: &mut TcpStream,
+    mut buf: Vec<u8>,
+    limit: Duration,
+) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        // Parse complete frames in buf.
+        while buf.len() >= 2 {
+            let len7 = (buf[1] & 0x7f) as usize;
+            let (len, hl) = match len7 {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < hl + len {
+                break;
+            }
+            let op = buf[0] & 0x0f;
+            if op == 8 {
+                let p = &buf[hl..hl + len];
+                return Some(if p.len() >= 2 {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    1005
+                });
+            }
+            buf.drain(..hl + len);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub(crate) async fn publish_http(addr: SocketAddr, events: &[Value]) -> Vec<u64> {
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/publish",
+        &json!({ "events": events }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect()
+}
+
+pub(crate) fn ev(channel: &str, event: &str, data: Value) -> Value {
+    json!({"channel": channel, "event": event, "data": data})
+}
