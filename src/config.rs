@@ -34,6 +34,9 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Open sockets (HTTP and WebSocket) the server accepts at once. Default 100,000.
     pub max_connections: usize,
+    /// Most subscriptions one connection may hold. Default 1,024: a trading UI watches tens
+    /// to hundreds of channels; the cap bounds what one client can make the server hold.
+    pub max_subscriptions: usize,
     /// Kernel send buffer per socket (`SO_SNDBUF`), or 0 for the kernel's autotuning.
     /// Default 256 KiB. Autotuning lets a slow reader's kernel buffer grow to several MiB of
     /// stale quotes that conflation can no longer replace; a fixed buffer keeps the backlog
@@ -61,6 +64,7 @@ impl Default for Config {
             inbox_capacity: 16 * 1024,
             max_connections: 100_000,
             socket_send_buffer: 256 * 1024,
+            max_subscriptions: 1024,
         }
     }
 }

@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Per-connection limit on queued non-conflated bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_queue_bytes: usize,
+    /// Most subscriptions per connection.
+    #[arg(long, default_value_t = 1024)]
+    max_subscriptions: usize,
     /// Graceful-shutdown drain limit in milliseconds.
     #[arg(long, default_value_t = 5000)]
     drain_ms: u64,
@@ -98,6 +101,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_bytes: a.max_queue_bytes,
         },
         drain: Duration::from_millis(a.drain_ms),
+        max_subscriptions: a.max_subscriptions,
         ..Config::default()
     };
     if let Some(s) = a.shards {

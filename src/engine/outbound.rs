@@ -314,6 +314,11 @@ impl Outbound {
         self.closing = true;
     }
 
+    /// The queue's bounds.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
     /// Whether a close frame has been queued.
     pub fn is_closing(&self) -> bool {
         self.closing

@@ -464,7 +464,7 @@ impl Shard {
             return;
         };
         if let Some(frame) = peer.complete_ack(token, &seqs) {
-            if peer.out.borrow_mut().push(frame).is_err() {
+            if peer.reply(frame).is_err() {
                 self.close_peer(&peer, 4008, "slow consumer", true);
                 return;
             }
@@ -513,6 +513,7 @@ impl Shard {
             }
         };
         let home = home_of(&channel, self.mesh.len());
+        peer.sub_sent();
         let req = SubReq {
             channel,
             shard: self.id,
@@ -607,6 +608,7 @@ impl Shard {
         }
         sub.last_seq.set(sub.last_seq.get().max(resp.seq));
         sub.pending.set(false);
+        ok &= peer.sub_answered().is_ok();
         if !ok {
             self.close_peer(&peer, 4008, "slow consumer", true);
             return;

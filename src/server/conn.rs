@@ -229,7 +229,7 @@ fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: u16, reason: &str) 
 
 /// Queues a reply frame; a connection whose queue is full is a slow consumer.
 fn send(ctx: &ShardCtx, peer: &Rc<Peer>, f: Bytes) {
-    let ok = peer.out.borrow_mut().push(f).is_ok();
+    let ok = peer.reply(f).is_ok();
     let mut shard = ctx.shard.borrow_mut();
     if ok {
         shard.mark_dirty(peer);
@@ -329,6 +329,21 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
                 if max_hz.is_some() && resolved.policy.kind == ChannelKind::Stream {
                     let msg = "max_hz applies to conflated channels only; stream channels deliver every event";
                     send_error(ctx, peer, id.as_ref(), "bad_request", Some(&name), msg);
+                    continue;
+                }
+                let max_subs = ctx.shared.config.max_subscriptions;
+                if peer.subs.borrow().len() >= max_subs
+                    && !peer.subs.borrow().contains_key(name.as_str())
+                {
+                    let msg = format!("a connection may hold at most {max_subs} subscriptions");
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "too_many_subscriptions",
+                        Some(&name),
+                        &msg,
+                    );
                     continue;
                 }
                 let policy = resolved.policy.clone();

@@ -12,7 +12,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use crate::engine::outbound::{Outbound, QueueLimits, MAX_IOV};
+use crate::engine::outbound::{Outbound, Overflow, QueueLimits, MAX_IOV};
 use crate::engine::shard::{published_frame, Sub};
 use crate::engine::signal::LocalSignal;
 use crate::protocol::frame::Decoder;
@@ -70,6 +70,11 @@ pub struct Peer {
     close_reason: RefCell<Option<(u16, String)>>,
     acks: RefCell<AHashMap<u32, PendingAck>>,
     next_token: Cell<u32>,
+    /// Subscribe requests awaiting their home shard's reply.
+    inflight_subs: Cell<u32>,
+    /// Replies issued while subscribes were in flight, held so that replies keep the order
+    /// of the ops that caused them (a `pong` never overtakes an earlier `subscribed`).
+    deferred: RefCell<Vec<Bytes>>,
     /// Client frame decoder.
     pub decoder: RefCell<Decoder>,
     /// Tail of a frame that has not fully arrived (usually empty, then unallocated).
@@ -100,6 +105,8 @@ impl Peer {
             close_reason: RefCell::new(None),
             acks: RefCell::new(AHashMap::new()),
             next_token: Cell::new(0),
+            inflight_subs: Cell::new(0),
+            deferred: RefCell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new(max_message)),
             inbuf: RefCell::new(Vec::new()),
         }
@@ -201,6 +208,40 @@ impl Peer {
         if out.has_wire() || out.has_ready() {
             self.signal.notify();
         }
+    }
+
+    /// Queues a reply to an op, behind any subscribe still in flight.
+    pub fn reply(&self, frame: Bytes) -> Result<(), Overflow> {
+        if self.inflight_subs.get() == 0 {
+            return self.out.borrow_mut().push(frame);
+        }
+        let mut d = self.deferred.borrow_mut();
+        if d.len() >= self.out.borrow().limits().max_frames {
+            return Err(Overflow);
+        }
+        d.push(frame);
+        Ok(())
+    }
+
+    /// A subscribe request was sent to its home shard.
+    pub fn sub_sent(&self) {
+        self.inflight_subs.set(self.inflight_subs.get() + 1);
+    }
+
+    /// A subscribe reply arrived (its ack is already queued): release held replies once none
+    /// is in flight.
+    pub fn sub_answered(&self) -> Result<(), Overflow> {
+        let n = self.inflight_subs.get().saturating_sub(1);
+        self.inflight_subs.set(n);
+        if n > 0 {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut *self.deferred.borrow_mut());
+        let mut out = self.out.borrow_mut();
+        for f in held {
+            out.push(f)?;
+        }
+        Ok(())
     }
 
     /// Whether output is waiting.

@@ -197,3 +197,22 @@ async fn slow_loris_and_bad_handshakes_are_refused() {
     c.send(json!({"op":"ping"})).await;
     c.expect_type("pong").await;
 }
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let srv = TestServer::start(|c| c.max_subscriptions = 3);
+    let mut c = Client::connect(&srv).await;
+    c.send(json!({"op":"subscribe","channels":["a.1","a.2","a.3","a.4"]}))
+        .await;
+    let got = c.sync().await;
+    let acks = got.iter().filter(|v| v["type"] == "subscribed").count();
+    let refused: Vec<_> = got
+        .iter()
+        .filter(|v| v["code"] == "too_many_subscriptions")
+        .collect();
+    assert_eq!((acks, refused.len()), (3, 1), "{got:?}");
+    assert_eq!(refused[0]["channel"], "a.4");
+    // Re-subscribing to a held channel is not a new subscription.
+    c.send(json!({"op":"subscribe","channels":["a.1"]})).await;
+    assert_eq!(c.expect_type("subscribed").await["channel"], "a.1");
+}

@@ -148,3 +148,54 @@ async fn http_endpoints() {
         (413, json!("too_large"))
     );
 }
+
+#[tokio::test]
+async fn sigterm_on_the_binary_drains_clients_with_1012() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quotecast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = format!("ws://{addr}/ws");
+    let mut c = Client::connect_url(&url, false).await;
+    c.subscribe(&["trades.K"]).await;
+    let evs: Vec<Value> = (1..=20)
+        .map(|i| ev("trades.K", "trade", json!(i)))
+        .collect();
+    publish_http(addr, &evs).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (seen, closed) = c.until_close().await;
+    let seqs: Vec<u64> = seen
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(seen.last().unwrap()["type"], "server_shutdown");
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1012, "server restart")
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

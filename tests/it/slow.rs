@@ -158,3 +158,32 @@ async fn private_events_are_not_stuck_behind_a_quote_backlog() {
     let quotes_after = rest.iter().filter(|v| v["type"] == "event").count();
     assert!(quotes_after <= 200, "{quotes_after}");
 }
+
+#[tokio::test]
+async fn max_hz_caps_the_update_rate_and_delivers_the_latest() {
+    let srv = TestServer::default();
+    let mut c = Client::connect(&srv).await;
+    c.send(json!({"op":"subscribe","channels":["quotes.HZ"],"max_hz":5}))
+        .await;
+    c.expect_type("subscribed").await;
+    // 40 quotes over ~1 s, 25 ms apart.
+    for i in 1..=40u64 {
+        publish_http(srv.addr, &[ev("quotes.HZ", "quote", json!({"bid": i}))]).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = c.sync().await;
+    let events: Vec<u64> = got
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    // At 5 Hz, about 1 s of publishing yields 5-8 updates (the first goes out at once).
+    assert!((4..=9).contains(&events.len()), "{events:?}");
+    assert_eq!(
+        *events.last().unwrap(),
+        40,
+        "the newest value is always delivered"
+    );
+    assert!(got.iter().any(|v| v["type"] == "conflated"));
+}
