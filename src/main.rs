@@ -82,6 +82,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection is a file, and
+/// the common default soft limit (1,024) would refuse connections long before memory or CPU
+/// run out.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass, which lives on
+    // this stack frame for the duration of the calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -112,6 +129,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         quotes_per_sec: a.demo_quotes_per_sec,
         ..DemoConfig::default()
     });
+    raise_open_file_limit();
     let shards = cfg.shards;
     let server = Server::start_with_demo(cfg, demo.clone())?;
     let addr = server.local_addr();

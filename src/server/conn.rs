@@ -52,6 +52,9 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
         let mut buf = leftover.to_vec();
         process_input(&ctx, &peer, &mut buf);
     }
+    // `leftover` is a slice of hyper's read buffer and would pin all of it (several KiB) for
+    // the life of the connection.
+    drop(leftover);
     {
         let mut shard = ctx.shard.borrow_mut();
         shard.mark_dirty(&peer);
