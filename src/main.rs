@@ -86,7 +86,10 @@ fn main() -> anyhow::Result<()> {
 /// the common default soft limit (1,024) would refuse connections long before memory or CPU
 /// run out.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass, which lives on
     // this stack frame for the duration of the calls.
     unsafe {

@@ -310,6 +310,25 @@ fn process(
     let res = sh.with_hists(|h| -> Result<()> {
         let hist = if slow { &mut h.slow } else { &mut h.normal };
         while *start < end {
+            // Fast path: a final, unmasked text frame under 64 KiB (every event frame).
+            if let Some((hl, pl)) = text_frame_len(&buf[*start..end]) {
+                if end - *start < hl + pl {
+                    break;
+                }
+                let p0 = *start + hl;
+                *start = p0 + pl;
+                frames += 1;
+                on_message(
+                    env,
+                    c,
+                    ws::OP_TEXT,
+                    &buf[p0..p0 + pl],
+                    now,
+                    (ws_start, ws_end),
+                    hist,
+                );
+                continue;
+            }
             let Parsed::Frame(hd) = ws::parse_header(&buf[*start..end])? else {
                 break;
             };
@@ -343,6 +362,20 @@ fn process(
         c.window = 0;
     }
     res.map(|()| frames)
+}
+
+/// `(header_len, payload_len)` when `b` starts with the header of a final, unmasked text
+/// frame with a 7- or 16-bit length; anything else goes through `ws::parse_header`.
+#[inline]
+fn text_frame_len(b: &[u8]) -> Option<(usize, usize)> {
+    if b.len() < 4 || b[0] != 0x80 | ws::OP_TEXT {
+        return None;
+    }
+    match b[1] {
+        n @ 0..=125 => Some((2, n as usize)),
+        126 => Some((4, usize::from(u16::from_be_bytes([b[2], b[3]])))),
+        _ => None,
+    }
 }
 
 fn on_frame(

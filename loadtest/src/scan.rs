@@ -4,6 +4,7 @@
 //! allocating or building a document.
 
 use memchr::memmem;
+use std::sync::OnceLock;
 
 /// Server message kinds the loadtest distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +73,40 @@ pub(crate) fn bench_index(channel: &[u8]) -> Option<u32> {
     Some(v)
 }
 
-fn json_str_after<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let at = memmem::find(b, key)? + key.len();
+/// Prebuilt substring finders for the generic JSON path (building a `memmem` searcher is far
+/// more expensive than running it on a ~200-byte message, so never build one per frame).
+struct Finders {
+    ty: memmem::Finder<'static>,
+    channel: memmem::Finder<'static>,
+    seq: memmem::Finder<'static>,
+    data: memmem::Finder<'static>,
+    t: memmem::Finder<'static>,
+    code: memmem::Finder<'static>,
+    to: memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static F: OnceLock<Finders> = OnceLock::new();
+    F.get_or_init(|| Finders {
+        ty: memmem::Finder::new(b"\"type\":\""),
+        channel: memmem::Finder::new(b"\"channel\":\""),
+        seq: memmem::Finder::new(b"\"seq\":"),
+        data: memmem::Finder::new(b"\"data\":"),
+        t: memmem::Finder::new(b"\"t\":"),
+        code: memmem::Finder::new(b"\"code\":\""),
+        to: memmem::Finder::new(b"\"to\":"),
+    })
+}
+
+fn json_str_after<'a>(b: &'a [u8], key: &memmem::Finder<'_>) -> Option<&'a [u8]> {
+    let at = key.find(b)? + key.needle().len();
     let rest = &b[at..];
     let end = memchr::memchr(b'"', rest)?;
     Some(&rest[..end])
 }
 
-fn json_u64_after(b: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memmem::find(b, key)? + key.len();
+fn json_u64_after(b: &[u8], key: &memmem::Finder<'_>) -> Option<u64> {
+    let at = key.find(b)? + key.needle().len();
     parse_u64(&b[at..])
 }
 
@@ -98,29 +124,125 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
     any.then_some(v)
 }
 
+/// True when all eight bytes of `x` are ASCII digits.
+#[inline]
+fn all_digits8(x: u64) -> bool {
+    const HI: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    // Digits are 0x30..=0x39: high nibble 3, and still 3 after adding 6 (no byte carries).
+    (x & HI) == ZEROS && (x.wrapping_add(0x0606_0606_0606_0606) & HI) == ZEROS
+}
+
+/// Value of eight ASCII digits loaded little-endian (first digit in the lowest byte).
+#[inline]
+fn swar8(x: u64) -> u64 {
+    let x = x - 0x3030_3030_3030_3030;
+    let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (x.wrapping_mul(10_000) + (x >> 32)) & 0xFFFF_FFFF
+}
+
+/// Leading decimal digits of `b` (1–19 of them, so the value cannot overflow) and the
+/// rest; `None` for no digit or 20+ digits (the generic scanner handles those with checks).
+#[inline]
+fn digits(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v: u64 = 0;
+    let mut i = 0;
+    // Eight digits at a time (at most 16 this way), then byte by byte up to 19 in all.
+    while i < 16 {
+        let Some(chunk) = b.get(i..i + 8) else { break };
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if !all_digits8(x) {
+            break;
+        }
+        v = v * 100_000_000 + swar8(x);
+        i += 8;
+    }
+    while i < 19 {
+        let Some(&c) = b.get(i) else { break };
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + u64::from(d);
+        i += 1;
+    }
+    if i == 0 || b.get(i).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((v, &b[i..]))
+}
+
+/// Position of the first `"` in a short string (channel / event names are a few bytes).
+#[inline]
+fn quote(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'"')
+}
+
+/// The server's event layout, byte for byte:
+/// `{"type":"event","channel":"<c>","event":"<e>","seq":<n>,"ts":<n>,"data":<data>}`,
+/// with the publisher's `data` usually starting `{"t":<n>`. Anything that does not match
+/// exactly returns `None` and goes through the generic scanner. Names cannot contain `"`
+/// or a backslash (see the protocol's name rules), so the first `"` ends them.
+#[inline]
+fn scan_event_fast(b: &[u8]) -> Option<Msg<'_>> {
+    let rest = b.strip_prefix(b"{\"type\":\"event\",\"channel\":\"")?;
+    let q = quote(rest)?;
+    let channel = &rest[..q];
+    let rest = rest[q..].strip_prefix(b"\",\"event\":\"")?;
+    let q = quote(rest)?;
+    let rest = rest[q..].strip_prefix(b"\",\"seq\":")?;
+    let (seq, rest) = digits(rest)?;
+    let rest = rest.strip_prefix(b",\"ts\":")?;
+    let (_, rest) = digits(rest)?;
+    let data = rest.strip_prefix(b",\"data\":")?;
+    let t = match data.strip_prefix(b"{\"t\":").and_then(digits) {
+        Some((t, _)) => Some(t),
+        None => json_u64_after(data, &finders().t),
+    };
+    Some(Msg {
+        kind: Kind::Event,
+        channel: Some(channel),
+        seq: Some(seq),
+        t,
+        code: None,
+        to: None,
+    })
+}
+
 /// Scans one JSON text message.
 pub(crate) fn scan_json(b: &[u8]) -> Msg<'_> {
-    let kind = json_str_after(b, b"\"type\":\"").map_or(Kind::Other, kind_of);
+    if let Some(m) = scan_event_fast(b) {
+        return m;
+    }
+    scan_json_generic(b)
+}
+
+/// Key-order-independent scan (other messages, or events laid out differently).
+#[cold]
+fn scan_json_generic(b: &[u8]) -> Msg<'_> {
+    let f = finders();
+    let kind = json_str_after(b, &f.ty).map_or(Kind::Other, kind_of);
     let mut m = Msg::new(kind);
     match kind {
         Kind::Event => {
-            m.channel = json_str_after(b, b"\"channel\":\"");
-            m.seq = json_u64_after(b, b"\"seq\":");
-            if let Some(d) = memmem::find(b, b"\"data\":") {
-                m.t = json_u64_after(&b[d..], b"\"t\":");
+            m.channel = json_str_after(b, &f.channel);
+            m.seq = json_u64_after(b, &f.seq);
+            if let Some(d) = f.data.find(b) {
+                m.t = json_u64_after(&b[d..], &f.t);
             }
         }
         Kind::Subscribed => {
-            m.channel = json_str_after(b, b"\"channel\":\"");
-            m.seq = json_u64_after(b, b"\"seq\":");
+            m.channel = json_str_after(b, &f.channel);
+            m.seq = json_u64_after(b, &f.seq);
         }
         Kind::Error => {
-            m.code = json_str_after(b, b"\"code\":\"");
-            m.channel = json_str_after(b, b"\"channel\":\"");
+            m.code = json_str_after(b, &f.code);
+            m.channel = json_str_after(b, &f.channel);
         }
         Kind::Conflated => {
-            m.channel = json_str_after(b, b"\"channel\":\"");
-            m.to = json_u64_after(b, b"\"to\":");
+            m.channel = json_str_after(b, &f.channel);
+            m.to = json_u64_after(b, &f.to);
         }
         _ => {}
     }
@@ -303,6 +425,49 @@ mod tests {
         assert_eq!(m.seq, Some(300));
         assert_eq!(m.t, Some(1 << 40));
         assert!(scan_msgpack(&b[..b.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn digits_swar_matches_naive() {
+        for s in [
+            "0",
+            "7,",
+            "12345678",
+            "123456789",
+            "1234567890123456",
+            "12345678901234567,",
+            "1732380000123456789}",
+            "9999999999999999999",
+        ] {
+            let want: u64 = s.trim_end_matches([',', '}']).parse().unwrap();
+            let (v, rest) = digits(s.as_bytes()).unwrap();
+            assert_eq!(v, want, "{s}");
+            assert_eq!(rest.len(), s.len() - want.to_string().len());
+        }
+        assert!(digits(b"").is_none());
+        assert!(digits(b"x1").is_none());
+        assert!(digits(b"12345678901234567890").is_none());
+        assert!(digits(b"1234567:").is_some_and(|(v, r)| v == 1_234_567 && r == b":"));
+    }
+
+    #[test]
+    fn event_fast_path_and_fallback_agree() {
+        let fast = br#"{"type":"event","channel":"bench.7","event":"tick","seq":99,"ts":1732380000123456789,"data":{"t":1732380000000000042,"p":"xx"}}"#;
+        let m = scan_event_fast(fast).unwrap();
+        assert_eq!(m.channel.and_then(bench_index), Some(7));
+        assert_eq!((m.seq, m.t), (Some(99), Some(1732380000000000042)));
+        // Other key order or `t` not first: same answer through the generic path.
+        let other = br#"{"channel":"bench.7","type":"event","seq":99,"event":"tick","data":{"p":"xx","t":1732380000000000042}}"#;
+        assert!(scan_event_fast(other).is_none());
+        let g = scan_json(other);
+        assert_eq!(g.kind, Kind::Event);
+        assert_eq!(g.channel.and_then(bench_index), Some(7));
+        assert_eq!((g.seq, g.t), (Some(99), Some(1732380000000000042)));
+        let t_later = br#"{"type":"event","channel":"bench.7","event":"tick","seq":5,"ts":1,"data":{"p":"x","t":3}}"#;
+        let m = scan_json(t_later);
+        assert_eq!((m.kind, m.seq, m.t), (Kind::Event, Some(5), Some(3)));
+        // Truncated event: must not claim a seq it did not see.
+        assert!(scan_event_fast(&fast[..60]).is_none());
     }
 
     #[test]

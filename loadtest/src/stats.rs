@@ -127,22 +127,22 @@ impl Shared {
         *lock(&self.closes).entry(what).or_default() += 1;
     }
 
-    /// Runs `f` with this worker thread's histograms (registered on first use).
+    /// Runs `f` with this worker thread's histograms (registered on first use). The lock is
+    /// uncontended (only the final merge takes it from another thread); no `Arc` is cloned.
     pub(crate) fn with_hists<R>(&self, f: impl FnOnce(&mut LatHists) -> R) -> R {
-        let h = LOCAL.with(|l| {
-            l.borrow_mut()
-                .get_or_insert_with(|| {
-                    let h = Arc::new(Mutex::new(LatHists {
-                        normal: new_hist(),
-                        slow: new_hist(),
-                    }));
-                    lock(&self.hists).push(h.clone());
-                    h
-                })
-                .clone()
-        });
-        let mut g = lock(&h);
-        f(&mut g)
+        LOCAL.with(|l| {
+            let mut slot = l.borrow_mut();
+            let h = slot.get_or_insert_with(|| {
+                let h = Arc::new(Mutex::new(LatHists {
+                    normal: new_hist(),
+                    slow: new_hist(),
+                }));
+                lock(&self.hists).push(h.clone());
+                h
+            });
+            let mut g = lock(h);
+            f(&mut g)
+        })
     }
 
     /// Merged (normal, slow) latency histograms of all threads.

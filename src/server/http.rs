@@ -1,10 +1,11 @@
-//! HTTP on the WebSocket port (server layer), with hyper: the `/ws` upgrade (after which
-//! the raw socket is taken back from hyper and served by [`super::conn`]), `POST
-//! /api/publish`, and `GET /health`.
+//! HTTP on the WebSocket port (server layer), with hyper: `POST /api/publish`, `GET
+//! /health`, precise answers to faulty upgrade requests, and upgrades that arrive on a
+//! kept-alive HTTP connection (after which the raw socket is taken back from hyper and
+//! served by [`super::conn`]). A connection's first request, when it is a WebSocket
+//! upgrade, never reaches hyper: see [`super::handshake`].
 
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,24 +16,20 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::conn;
+use super::handshake::{Prefixed, HEADER_TIMEOUT};
 use super::peer::Peer;
-use super::runtime::ShardCtx;
+use super::runtime::{ConnectionGuard, ShardCtx};
 use crate::engine::shard::PubReply;
 use crate::protocol::op::parse_http_publish;
 use crate::protocol::Format;
 
-/// How long a client may take to send its request head (slow-loris bound).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 type Resp = Response<Full<Bytes>>;
 
-/// Serves HTTP on a freshly accepted socket until it closes or upgrades.
-pub fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
-    let guard = ctx.connection_guard();
+/// Serves HTTP on a socket (with its first bytes replayed) until it closes or upgrades.
+pub fn serve(ctx: Rc<ShardCtx>, stream: Prefixed, guard: ConnectionGuard) {
     let io = TokioIo::new(stream);
     let svc_ctx = ctx.clone();
     let fut = http1::Builder::new()
@@ -166,14 +163,16 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let parts = match upgraded.downcast::<TokioIo<Prefixed>>() {
             Ok(p) => p,
             Err(_) => {
                 tracing::error!("upgraded connection is not a TCP stream");
                 return;
             }
         };
-        let stream = parts.io.into_inner();
+        let (unread, stream) = parts.io.into_inner().into_parts();
+        let mut leftover = unread.to_vec();
+        leftover.extend_from_slice(&parts.read_buf);
         let cfg = &ctx.shared.config;
         let peer = Rc::new(Peer::new(
             ctx.next_conn_id(),
@@ -182,7 +181,7 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
             ctx.shared.engine.queue,
             cfg.max_message_bytes,
         ));
-        conn::run(ctx, peer, parts.read_buf).await;
+        conn::run(ctx, peer, Bytes::from(leftover)).await;
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -2,6 +2,7 @@
 //! Everything that touches the network lives here; the engine and protocol layers are pure.
 
 pub mod conn;
+pub mod handshake;
 pub mod http;
 pub mod peer;
 pub mod runtime;

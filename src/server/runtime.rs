@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 
-use super::http;
+use super::handshake;
 use crate::config::Config;
 use crate::demo::DemoConfig;
 use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
@@ -292,7 +292,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         let target = next % shards;
         next = next.wrapping_add(1);
         if target == me {
-            http::serve(ctx.clone(), stream);
+            handshake::accept(ctx.clone(), stream);
             continue;
         }
         match stream.into_std() {
@@ -302,7 +302,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                 {
                     // That shard's inbox is full: serve it here rather than drop it.
                     if let Ok(s) = tokio::net::TcpStream::from_std(s) {
-                        http::serve(ctx.clone(), s);
+                        handshake::accept(ctx.clone(), s);
                     }
                 }
             }
@@ -345,7 +345,7 @@ async fn driver(ctx: Rc<ShardCtx>) {
                             }
                         }
                         ShardMsg::Accept(s) => match tokio::net::TcpStream::from_std(s) {
-                            Ok(s) => http::serve(ctx.clone(), s),
+                            Ok(s) => handshake::accept(ctx.clone(), s),
                             Err(e) => {
                                 ctx.shared.open_sockets.fetch_sub(1, Ordering::Relaxed);
                                 tracing::warn!(error = %e, "cannot register a handed-off socket");

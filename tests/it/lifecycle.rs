@@ -199,3 +199,60 @@ async fn sigterm_on_the_binary_drains_clients_with_1012() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn upgrade_on_a_kept_alive_http_connection_and_pipelined_first_frame() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::default();
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Second request on the same connection: an upgrade (served by hyper's path), with a
+    // ping op pipelined right behind the head.
+    let mut req =
+        b"GET /ws?format=json HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .to_vec();
+    req.extend(quotecast::protocol::frame::client_frame(
+        true,
+        1,
+        br#"{"op":"ping","id":42}"#,
+        [1, 2, 3, 4],
+    ));
+    s.write_all(&req).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(r#""id":42"#) {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert!(text.contains(r#""type":"welcome""#));
+    // The fast path also takes a pipelined first frame.
+    let (mut s2, mut rest) = raw_connect(srv.addr, "").await;
+    s2.write_all(&quotecast::protocol::frame::client_frame(
+        true,
+        1,
+        br#"{"op":"ping","id":43}"#,
+        [9, 9, 9, 9],
+    ))
+    .await
+    .unwrap();
+    while !String::from_utf8_lossy(&rest).contains(r#""id":43"#) {
+        let n = tokio::time::timeout(TIMEOUT, s2.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        rest.extend_from_slice(&buf[..n]);
+    }
+}
