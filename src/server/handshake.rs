@@ -76,7 +76,6 @@ async fn read_head(stream: &TcpStream) -> io::Result<Head> {
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
                 let decision = classify(&req);
-                drop(req);
                 return Ok(match decision {
                     Some((key, format)) => Head::Upgrade {
                         buf,
