@@ -267,9 +267,16 @@ impl Outbound {
                 n = 0;
             }
         }
-        if self.wire.is_empty() && self.wire.capacity() > 1024 {
-            // A burst is over: give the memory back so an idle connection stays small.
-            self.wire.shrink_to(16);
+        if self.wire.is_empty() {
+            let cap = self.wire.capacity();
+            if cap > 1024 {
+                // A burst is over: give most of the memory back.
+                self.wire.shrink_to(16);
+            } else if cap <= 8 {
+                // A quiet connection (welcome, acks, a ping now and then) holds no buffer at
+                // all; re-allocating a small one costs far less than the write that empties it.
+                self.wire = VecDeque::new();
+            }
         }
     }
 

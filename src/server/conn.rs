@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::sleep_until;
+use std::pin::Pin;
+
+use tokio::time::{sleep_until, Sleep};
 
 use super::peer::{Peer, PeerState};
 use super::runtime::ShardCtx;
@@ -62,9 +64,9 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
     }
     tracing::debug!(conn = %peer.conn_id(), format = peer.format.as_str(), "connection open");
 
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let timer = sleep_until(far.into());
-    tokio::pin!(timer);
+    // Boxed and created on first use: most connections never need a timer, and an inline
+    // `Sleep` would sit in every connection's future.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     let mut close_deadline: Option<Instant> = None;
     loop {
         match peer.state() {
@@ -86,7 +88,10 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
             (a, b) => a.or(b),
         };
         if let Some(d) = due {
-            timer.as_mut().reset(d.into());
+            match &mut timer {
+                Some(t) => t.as_mut().reset(d.into()),
+                None => timer = Some(Box::pin(sleep_until(d.into()))),
+            }
         }
         let want_write = peer.blocked.get();
         tokio::select! {
@@ -115,7 +120,7 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
                 }
                 on_readable(&ctx, &peer);
             }
-            _ = &mut timer, if due.is_some() => {
+            _ = async { if let Some(t) = timer.as_mut() { t.as_mut().await } }, if due.is_some() => {
                 let now = Instant::now();
                 if peer.next_due.get().is_some_and(|t| t <= now) {
                     peer.next_due.set(None);
@@ -144,7 +149,7 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
 /// so unread input does not turn our FIN into a reset that could destroy the close frame.
 async fn linger(peer: &Peer, deadline: Instant) {
     let _ = socket2::SockRef::from(&peer.stream).shutdown(std::net::Shutdown::Write);
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; 512];
     loop {
         tokio::select! {
             r = peer.stream.readable() => {

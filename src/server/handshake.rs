@@ -162,8 +162,13 @@ async fn upgrade(
         ctx.shared.engine.queue,
         cfg.max_message_bytes,
     ));
-    conn::run(ctx, peer, leftover).await;
-    drop(guard);
+    // A task of its own: the handshake's state (and its timeout) is freed now instead of
+    // staying inside the connection's future for its whole life.
+    let task = async move {
+        conn::run(ctx, peer, leftover).await;
+        drop(guard);
+    };
+    tokio::task::spawn_local(task);
 }
 
 /// A socket with bytes already read from it, replayed before further reads.
