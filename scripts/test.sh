@@ -19,4 +19,4 @@ cargo bench --locked --bench core -- --test
 
 echo "== loadtest smoke: real server, real clients, every frame delivered in order"
 cargo build --release --locked -p quotecast -p loadtest
-./target/release/loadtest run --scenario smoke --spawn ./target/release/quotecast
+./target/release/loadtest run --scenario smoke --spawn ./target/release/quotecast --spawn-arg=--anonymous-publish

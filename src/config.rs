@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::JwtConfig;
 use crate::engine::channel::ChannelRules;
 use crate::engine::outbound::QueueLimits;
 
@@ -37,6 +38,10 @@ pub struct Config {
     /// Most subscriptions one connection may hold. Default 1,024: a trading UI watches tens
     /// to hundreds of channels; the cap bounds what one client can make the server hold.
     pub max_subscriptions: usize,
+    /// Authentication, authorization and per-client limits.
+    pub access: AccessConfig,
+    /// Demo mode only: `(user, token)` pairs served at `GET /demo/token`.
+    pub demo_tokens: Vec<(String, String)>,
     /// Kernel send buffer per socket (`SO_SNDBUF`), or 0 for the kernel's autotuning.
     /// Default 256 KiB. Autotuning lets a slow reader's kernel buffer grow to several MiB of
     /// stale quotes that conflation can no longer replace; a fixed buffer keeps the backlog
@@ -65,6 +70,83 @@ impl Default for Config {
             max_connections: 100_000,
             socket_send_buffer: 256 * 1024,
             max_subscriptions: 1024,
+            access: AccessConfig::default(),
+            demo_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Who may connect and what they may do. Without configuration nothing is open: private
+/// channels need a token, publishing needs the publisher role or an API key, and anonymous
+/// connections are refused. `serve --demo` opens public channels and publishing to
+/// anonymous clients, and says so.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// Token verification keys and checks.
+    pub jwt: JwtConfig,
+    /// Anonymous connections may subscribe to public channels. Default false.
+    pub allow_anonymous: bool,
+    /// Anonymous clients may publish (WebSocket and HTTP). Only for demos. Default false.
+    pub anonymous_publish: bool,
+    /// Keys accepted by `POST /api/publish` (`Authorization: Bearer KEY` or `X-Api-Key`).
+    pub api_keys: Vec<String>,
+    /// A connection without a token must send an `auth` op within this. Default 10 s.
+    pub auth_timeout: Duration,
+    /// Open WebSocket connections per user (token `sub`). Default 5 (the seeds' limit).
+    pub max_connections_per_user: usize,
+    /// Client ops per second per connection (token bucket), and the burst. Publishers are
+    /// exempt: a feed handler publishes thousands of events a second. Default 50/s, 100.
+    pub ops_per_sec: f64,
+    /// Burst for `ops_per_sec`.
+    pub ops_burst: f64,
+    /// Rate-limited ops tolerated before the connection is closed with 4029. Default 100.
+    pub max_rate_violations: u32,
+    /// New connections per second per client IP, and the burst. Default 20/s, 100.
+    pub connects_per_ip_per_sec: f64,
+    /// Burst for `connects_per_ip_per_sec`.
+    pub connects_per_ip_burst: f64,
+    /// Apply the per-IP connection limit to loopback clients too. Default false: a local
+    /// reverse proxy or load tester connects from 127.0.0.1.
+    pub limit_loopback: bool,
+    /// Allowed browser `Origin`s; empty allows any. Requests without an `Origin` header
+    /// (non-browser clients) are not affected.
+    pub origins: Vec<String>,
+    /// A connection with no subscription and no op for this long is closed with 4011.
+    /// Default 5 minutes.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            jwt: JwtConfig {
+                leeway_secs: 5,
+                ..JwtConfig::default()
+            },
+            allow_anonymous: false,
+            anonymous_publish: false,
+            api_keys: Vec::new(),
+            auth_timeout: Duration::from_secs(10),
+            max_connections_per_user: 5,
+            ops_per_sec: 50.0,
+            ops_burst: 100.0,
+            max_rate_violations: 100,
+            connects_per_ip_per_sec: 20.0,
+            connects_per_ip_burst: 100.0,
+            limit_loopback: false,
+            origins: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Everything open for anonymous clients: the demo and tests.
+    pub fn open() -> Self {
+        AccessConfig {
+            allow_anonymous: true,
+            anonymous_publish: true,
+            ..AccessConfig::default()
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`server`]: the thread-per-core runtime (one `current_thread` tokio runtime per
 //!   shard), the acceptor, HTTP via hyper (upgrade, publish API, health), the connection
 //!   loop, vectored writes, heartbeat and graceful shutdown.
+//! - [`auth`]: identities, JWT verification, channel authorization and token buckets. Pure.
 //! - [`demo`]: the simulated market behind `quotecast serve --demo`.
 //! - [`config`]: the validated configuration and its defaults.
 //!
@@ -26,6 +27,7 @@
 //! `server::http`.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -23,6 +23,8 @@ impl ChannelKind {
     }
 }
 
+pub use crate::auth::ChannelAccess;
+
 /// What a pattern grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelPolicy {
@@ -30,6 +32,34 @@ pub struct ChannelPolicy {
     pub kind: ChannelKind,
     /// Events retained for snapshot and recovery (≥ 1 for conflated channels).
     pub history: usize,
+    /// Who may subscribe.
+    pub access: ChannelAccess,
+}
+
+impl ChannelPolicy {
+    /// A public stream channel retaining `history` events.
+    pub fn stream(history: usize) -> Self {
+        ChannelPolicy {
+            kind: ChannelKind::Stream,
+            history,
+            access: ChannelAccess::Public,
+        }
+    }
+
+    /// A public conflated channel (latest value kept for snapshots).
+    pub fn conflated() -> Self {
+        ChannelPolicy {
+            kind: ChannelKind::Conflated,
+            history: 1,
+            access: ChannelAccess::Public,
+        }
+    }
+
+    /// The same policy with other access.
+    pub fn with_access(mut self, access: ChannelAccess) -> Self {
+        self.access = access;
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +129,12 @@ impl ChannelRule {
                 rest = &rest[end..];
             }
         }
-        if toks.iter().filter(|t| **t == Tok::User).count() > 1 {
+        let users = toks.iter().filter(|t| **t == Tok::User).count();
+        if users > 1 {
             return Err(err("at most one `{user}`"));
+        }
+        if policy.access == ChannelAccess::Owner && users == 0 {
+            return Err(err("owner access needs a `{user}` segment"));
         }
         Ok(ChannelRule {
             pattern: pattern.to_string(),
@@ -168,22 +202,22 @@ impl ChannelRules {
 
     /// The built-in defaults (see `docs/protocol.md`).
     pub fn defaults() -> Self {
-        let stream = |history| ChannelPolicy {
-            kind: ChannelKind::Stream,
-            history,
-        };
+        let stream = ChannelPolicy::stream;
         let rules = [
-            (
-                "quotes.*",
-                ChannelPolicy {
-                    kind: ChannelKind::Conflated,
-                    history: 1,
-                },
-            ),
+            ("quotes.*", ChannelPolicy::conflated()),
             ("trades.*", stream(1000)),
             ("signals.*", stream(100)),
             ("market.status", stream(10)),
-            ("user.{user}.*", stream(1000)),
+            (
+                "user.{user}.*",
+                stream(1000).with_access(ChannelAccess::Owner),
+            ),
+            (
+                "challenge.*",
+                stream(1000).with_access(ChannelAccess::Grant),
+            ),
+            ("strategy.*", stream(1000).with_access(ChannelAccess::Grant)),
+            ("private.*", stream(1000).with_access(ChannelAccess::Grant)),
             ("*", stream(100)),
         ];
         ChannelRules::new(
@@ -219,7 +253,11 @@ mod tests {
     #[test]
     fn defaults_parse_and_resolve() {
         let r = ChannelRules::defaults();
-        assert_eq!(r.rules().len(), 6);
+        assert_eq!(r.rules().len(), 9);
+        assert_eq!(
+            r.resolve("challenge.7f3a").unwrap().policy.access,
+            ChannelAccess::Grant
+        );
         assert_eq!(
             r.resolve("quotes.AAPL").unwrap().policy.kind,
             ChannelKind::Conflated
@@ -242,14 +280,7 @@ mod tests {
 
     #[test]
     fn user_capture_is_one_segment() {
-        let rule = ChannelRule::new(
-            "user.{user}.*",
-            ChannelPolicy {
-                kind: ChannelKind::Stream,
-                history: 1,
-            },
-        )
-        .unwrap();
+        let rule = ChannelRule::new("user.{user}.*", ChannelPolicy::stream(1)).unwrap();
         assert_eq!(rule.matches("user.42.orders.open"), Some(Some("42")));
         assert_eq!(rule.matches("user.42"), None);
         assert_eq!(rule.matches("users.42.x"), None);
@@ -257,24 +288,16 @@ mod tests {
 
     #[test]
     fn without_catch_all_unknown_is_none() {
-        let r = ChannelRules::new(vec![ChannelRule::new(
-            "a.*",
-            ChannelPolicy {
-                kind: ChannelKind::Stream,
-                history: 1,
-            },
-        )
-        .unwrap()]);
+        let r = ChannelRules::new(vec![
+            ChannelRule::new("a.*", ChannelPolicy::stream(1)).unwrap()
+        ]);
         assert!(r.resolve("b.x").is_none());
         assert!(r.resolve("a.").is_none());
     }
 
     #[test]
     fn bad_patterns() {
-        let p = ChannelPolicy {
-            kind: ChannelKind::Stream,
-            history: 1,
-        };
+        let p = ChannelPolicy::stream(1);
         assert!(ChannelRule::new("", p.clone()).is_err());
         assert!(ChannelRule::new("a.**", p.clone()).is_err());
         assert!(ChannelRule::new("a.{usr}", p.clone()).is_err());
@@ -282,8 +305,8 @@ mod tests {
         assert!(ChannelRule::new(
             "q.*",
             ChannelPolicy {
-                kind: ChannelKind::Conflated,
-                history: 0
+                history: 0,
+                ..ChannelPolicy::conflated()
             }
         )
         .is_err());

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use super::event::{now_ns, Event};
-use super::outbound::QueueLimits;
+use super::outbound::{Frame, QueueLimits};
 use super::ring::{Recovery, Ring};
 use super::signal::Mesh;
 use crate::protocol::encode::{self, reply, Published, Subscribed};
@@ -418,6 +418,9 @@ impl Shard {
         let now = Instant::now();
         let mut delivered = 0u64;
         let mut overflowed: Vec<Rc<Peer>> = Vec::new();
+        // One atomic reference per event per shard; per subscriber a plain `Rc` increment.
+        let json: Frame = Rc::new(ev.json.clone());
+        let mut msgpack: Option<Frame> = None;
         for sub in &ch.subs {
             if sub.pending.get() || ev.seq <= sub.last_seq.get() {
                 continue;
@@ -425,8 +428,10 @@ impl Shard {
             sub.last_seq.set(ev.seq);
             let peer = &sub.peer;
             let frame = match peer.format {
-                Format::Json => ev.json.clone(),
-                Format::Msgpack => ev.frame(Format::Msgpack),
+                Format::Json => json.clone(),
+                Format::Msgpack => msgpack
+                    .get_or_insert_with(|| Rc::new(ev.frame(Format::Msgpack)))
+                    .clone(),
             };
             let ok = {
                 let mut out = peer.out.borrow_mut();
@@ -765,10 +770,7 @@ fn new_owned(rules: &ChannelRules, channel: &str, shards: usize) -> Owned {
     let policy = rules
         .resolve(channel)
         .map(|r| r.policy.clone())
-        .unwrap_or(ChannelPolicy {
-            kind: ChannelKind::Stream,
-            history: 0,
-        });
+        .unwrap_or(ChannelPolicy::stream(0));
     Owned {
         seq: 0,
         ring: Ring::new(policy.history),

@@ -231,6 +231,21 @@ pub struct ErrorMsg<'a> {
     pub message: &'a str,
 }
 
+/// `{"type":"authenticated",...}`
+#[derive(Debug, Serialize)]
+pub struct Authenticated<'a> {
+    /// Always "authenticated".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Echoed id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a Id>,
+    /// The token's user.
+    pub user: Option<&'a str>,
+    /// The token's expiry, seconds since the Unix epoch.
+    pub exp: Option<u64>,
+}
+
 /// `{"type":"conflated",...}`
 #[derive(Debug, Serialize)]
 pub struct Conflated<'a> {

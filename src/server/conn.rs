@@ -16,9 +16,10 @@ use tokio::time::{sleep_until, Sleep};
 
 use super::peer::{Peer, PeerState};
 use super::runtime::ShardCtx;
+use crate::auth::{can_subscribe, Denied, Role};
 use crate::engine::channel::ChannelKind;
 use crate::engine::shard::PubReply;
-use crate::protocol::encode::{self, reply, Pong, Unsubscribed, Welcome};
+use crate::protocol::encode::{self, reply, Authenticated, Pong, Unsubscribed, Welcome};
 use crate::protocol::frame::{close_frame, frame, Message, OpCode};
 use crate::protocol::names::check_channel;
 use crate::protocol::op::{parse_json, parse_msgpack, Id, Op};
@@ -35,22 +36,34 @@ thread_local! {
 }
 
 /// Serves one upgraded connection until it closes, then forgets it.
-pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    peer: Rc<Peer>,
+    leftover: Bytes,
+    reject: Option<(u16, String)>,
+) {
     ctx.shard.borrow_mut().add_peer(peer.clone());
+    if let Some((code, reason)) = reject {
+        // Refused after the upgrade so that a browser can read the reason in the close frame.
+        let mut shard = ctx.shard.borrow_mut();
+        shard.close_peer(&peer, code, &reason, false);
+        shard.commit();
+    }
+    let user = peer.identity.borrow().user.clone();
     let welcome = reply(
         peer.format,
         &Welcome {
             kind: "welcome",
             protocol: 1,
             conn_id: &peer.conn_id(),
-            user: None,
+            user: user.as_deref(),
             heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
             format: peer.format.as_str(),
             server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
         },
     );
     peer.out.borrow_mut().push_control(welcome);
-    if !leftover.is_empty() {
+    if !leftover.is_empty() && !peer.is_closing() {
         let mut buf = leftover.to_vec();
         process_input(&ctx, &peer, &mut buf);
     }
@@ -142,6 +155,8 @@ pub async fn run(ctx: Rc<ShardCtx>, peer: Rc<Peer>, leftover: Bytes) {
         shard.remove_peer(&peer);
         shard.commit();
     }
+    // Give the user's connection slot back now, not whenever the last reference drops.
+    peer.user_slot.borrow_mut().take();
     ctx.on_peer_gone();
 }
 
@@ -301,7 +316,55 @@ fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool
     !peer.is_closing()
 }
 
+/// The op's `id`, for errors raised before the op is looked at.
+fn op_id(op: &Op) -> Option<&Id> {
+    match op {
+        Op::Subscribe { id, .. }
+        | Op::Unsubscribe { id, .. }
+        | Op::Publish { id, .. }
+        | Op::Ping { id }
+        | Op::Auth { id, .. } => id.as_ref(),
+    }
+}
+
+/// Applies the per-connection op rate limit; false when the op must be refused.
+fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
+    let now = Instant::now();
+    peer.last_op.set(now);
+    let allowed = match peer.bucket.borrow_mut().as_mut() {
+        Some(b) => b.take(now),
+        None => true,
+    };
+    if allowed {
+        return true;
+    }
+    let v = peer.violations.get() + 1;
+    peer.violations.set(v);
+    let access = &ctx.shared.config.access;
+    if v > access.max_rate_violations {
+        tracing::info!(conn = %peer.conn_id(), "closing: rate limit exceeded repeatedly");
+        ctx.shard
+            .borrow_mut()
+            .close_peer(peer, 4029, "rate limit exceeded", false);
+    } else {
+        let msg = format!(
+            "at most {} ops per second (burst {}); op dropped",
+            access.ops_per_sec, access.ops_burst
+        );
+        send_error(ctx, peer, op_id(op), "rate_limited", None, &msg);
+    }
+    false
+}
+
 fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
+    if !admit_op(ctx, peer, &op) {
+        return;
+    }
+    if !peer.authed.get() && !matches!(op, Op::Auth { .. } | Op::Ping { .. }) {
+        let msg = r#"authenticate first: {"op":"auth","token":"<JWT>"}"#;
+        send_error(ctx, peer, op_id(&op), "unauthorized", None, msg);
+        return;
+    }
     match op {
         Op::Subscribe {
             id,
@@ -334,6 +397,27 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
                     );
                     continue;
                 };
+                let denied = can_subscribe(&peer.identity.borrow(), &resolved, &name);
+                match denied {
+                    Ok(()) => {}
+                    Err(Denied::Unauthenticated) => {
+                        let msg = "this channel needs a token; authenticate with the auth op";
+                        send_error(ctx, peer, id.as_ref(), "unauthorized", Some(&name), msg);
+                        continue;
+                    }
+                    Err(Denied::Forbidden) => {
+                        tracing::info!(conn = %peer.conn_id(), channel = %name, "subscribe forbidden");
+                        send_error(
+                            ctx,
+                            peer,
+                            id.as_ref(),
+                            "forbidden",
+                            Some(&name),
+                            "not allowed for this token",
+                        );
+                        continue;
+                    }
+                }
                 if max_hz.is_some() && resolved.policy.kind == ChannelKind::Stream {
                     let msg = "max_hz applies to conflated channels only; stream channels deliver every event";
                     send_error(ctx, peer, id.as_ref(), "bad_request", Some(&name), msg);
@@ -392,6 +476,17 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
             send(ctx, peer, f);
         }
         Op::Publish { id, events, single } => {
+            if peer.identity.borrow().role != Role::Publisher {
+                send_error(
+                    ctx,
+                    peer,
+                    id.as_ref(),
+                    "forbidden",
+                    None,
+                    "publishing needs the publisher role",
+                );
+                return;
+            }
             for ev in &events {
                 if ctx.shared.engine.rules.resolve(&ev.channel).is_none() {
                     send_error(
@@ -438,15 +533,114 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
             );
             send(ctx, peer, f);
         }
-        Op::Auth { id, .. } => {
+        Op::Auth { id, token } => authenticate(ctx, peer, id.as_ref(), &token),
+    }
+}
+
+/// The `auth` op: present a token on a connection without one, or refresh it before expiry.
+fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &str) {
+    if !ctx.shared.verifier.enabled() {
+        let msg = "token authentication is not configured on this server";
+        send_error(ctx, peer, id, "unsupported", None, msg);
+        return;
+    }
+    let identity = match ctx.shared.verifier.verify(token) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::info!(conn = %peer.conn_id(), reason = %e, "token refused");
+            if peer.identity.borrow().user.is_some() {
+                // The current token still holds; the client may retry before it expires.
+                send_error(ctx, peer, id, "auth_failed", None, &e.to_string());
+            } else {
+                ctx.shard
+                    .borrow_mut()
+                    .close_peer(peer, 4001, &e.to_string(), false);
+            }
+            return;
+        }
+    };
+    let current = peer.identity.borrow().user.clone();
+    match (&current, &identity.user) {
+        (Some(cur), Some(new)) if cur != new => {
             send_error(
                 ctx,
                 peer,
-                id.as_ref(),
-                "unsupported",
+                id,
+                "forbidden",
                 None,
-                "token authentication is not configured on this server",
+                "the token is for another user",
             );
+            return;
+        }
+        (None, Some(new)) => match ctx.shared.reserve_user(new) {
+            Some(slot) => *peer.user_slot.borrow_mut() = Some(slot),
+            None => {
+                let max = ctx.shared.config.access.max_connections_per_user;
+                let reason = format!("too many connections for this user (limit {max})");
+                ctx.shard
+                    .borrow_mut()
+                    .close_peer(peer, 4010, &reason, false);
+                return;
+            }
+        },
+        _ => {}
+    }
+    let user = identity.user.clone();
+    let exp = identity.exp;
+    if identity.role != Role::Publisher && peer.bucket.borrow().is_none() {
+        let a = &ctx.shared.config.access;
+        *peer.bucket.borrow_mut() = Some(crate::auth::TokenBucket::new(
+            a.ops_per_sec,
+            a.ops_burst,
+            Instant::now(),
+        ));
+    }
+    *peer.identity.borrow_mut() = identity;
+    peer.authed.set(true);
+    peer.auth_deadline.set(None);
+    // A refreshed token may grant less than before: drop what it no longer allows.
+    let names: Vec<Arc<str>> = peer.subs.borrow().keys().cloned().collect();
+    let mut revoked = Vec::new();
+    {
+        let rules = &ctx.shared.engine.rules;
+        let who = peer.identity.borrow();
+        for n in &names {
+            let allowed = rules
+                .resolve(n)
+                .is_some_and(|r| can_subscribe(&who, &r, n).is_ok());
+            if !allowed {
+                revoked.push(n.clone());
+            }
         }
     }
+    if !revoked.is_empty() {
+        let mut shard = ctx.shard.borrow_mut();
+        for n in &revoked {
+            shard.unsubscribe(peer, n);
+        }
+        drop(shard);
+        let list: Vec<&str> = revoked.iter().map(|n| &**n).collect();
+        send(
+            ctx,
+            peer,
+            reply(
+                peer.format,
+                &Unsubscribed {
+                    kind: "unsubscribed",
+                    id: None,
+                    channels: list,
+                },
+            ),
+        );
+    }
+    let f = reply(
+        peer.format,
+        &Authenticated {
+            kind: "authenticated",
+            id,
+            user: user.as_deref(),
+            exp,
+        },
+    );
+    send(ctx, peer, f);
 }

@@ -21,6 +21,7 @@ use super::conn;
 use super::http;
 use super::peer::Peer;
 use super::runtime::{ConnectionGuard, ShardCtx};
+use crate::auth::{Role, TokenBucket};
 use crate::protocol::Format;
 
 /// How long a client may take to send its request head (slow-loris bound).
@@ -37,12 +38,9 @@ pub fn accept(ctx: Rc<ShardCtx>, stream: TcpStream) {
     tokio::task::spawn_local(async move {
         let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
         match tokio::time::timeout_at(deadline, read_head(&stream)).await {
-            Ok(Ok(Head::Upgrade {
-                buf,
-                head_len,
-                key,
-                format,
-            })) => upgrade(ctx, stream, guard, buf, head_len, key, format).await,
+            Ok(Ok(Head::Upgrade { buf, head_len, req })) => {
+                upgrade(ctx, stream, guard, buf, head_len, req).await
+            }
             Ok(Ok(Head::Other(buf))) => http::serve(ctx, Prefixed::new(buf, stream), guard),
             Ok(Err(_)) | Err(_) => {} // closed, failed, or too slow: drop the socket
         }
@@ -54,8 +52,7 @@ enum Head {
     Upgrade {
         buf: Vec<u8>,
         head_len: usize,
-        key: String,
-        format: Format,
+        req: UpgradeReq,
     },
     /// Anything else, for hyper.
     Other(Vec<u8>),
@@ -77,12 +74,7 @@ async fn read_head(stream: &TcpStream) -> io::Result<Head> {
             Ok(httparse::Status::Complete(head_len)) => {
                 let decision = classify(&req);
                 return Ok(match decision {
-                    Some((key, format)) => Head::Upgrade {
-                        buf,
-                        head_len,
-                        key,
-                        format,
-                    },
+                    Some(req) => Head::Upgrade { buf, head_len, req },
                     None => Head::Other(buf),
                 });
             }
@@ -113,8 +105,30 @@ fn has_token(req: &httparse::Request<'_, '_>, name: &str, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// `Some((key, format))` for a valid `/ws` upgrade.
-fn classify(req: &httparse::Request<'_, '_>) -> Option<(String, Format)> {
+/// What a valid `/ws` upgrade request carries.
+pub struct UpgradeReq {
+    /// `Sec-WebSocket-Key`.
+    pub key: String,
+    /// `?format=`.
+    pub format: Format,
+    /// `?token=` or `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// `Origin`, if sent.
+    pub origin: Option<String>,
+}
+
+impl std::fmt::Debug for UpgradeReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("UpgradeReq")
+            .field("format", &self.format)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Some(..)` for a valid `/ws` upgrade.
+fn classify(req: &httparse::Request<'_, '_>) -> Option<UpgradeReq> {
     let p = req.path?;
     let (path, query) = p.split_once('?').unwrap_or((p, ""));
     let is_upgrade = req.method == Some("GET")
@@ -125,14 +139,66 @@ fn classify(req: &httparse::Request<'_, '_>) -> Option<(String, Format)> {
     let key = header(req, "sec-websocket-key")
         .next()
         .map(|k| k.trim().to_string());
-    let format = match query.split('&').find_map(|kv| kv.strip_prefix("format=")) {
+    let format = match query_param(query, "format") {
         None => Some(Format::Json),
         Some(f) => Format::parse(f),
     };
+    let bearer = header(req, "authorization").find_map(|v| {
+        v.trim()
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_string())
+    });
+    let token = query_param(query, "token")
+        .map(percent_decode)
+        .or(bearer)
+        .filter(|t| !t.is_empty());
+    let origin = header(req, "origin").next().map(|o| o.trim().to_string());
     match (is_upgrade, version_ok, key, format) {
-        (true, true, Some(key), Some(format)) => Some((key, format)),
+        (true, true, Some(key), Some(format)) => Some(UpgradeReq {
+            key,
+            format,
+            token,
+            origin,
+        }),
         // Not an upgrade, or a faulty one: hyper's handler gives the precise answer.
         _ => None,
+    }
+}
+
+/// The value of `key` in a query string.
+pub fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+/// Decodes `%XX` escapes (JWTs are URL-safe, but clients may escape anyway).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() && s.is_char_boundary(i + 1) && s.is_char_boundary(i + 3)
+        {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a browser `Origin` is allowed.
+pub fn origin_allowed(ctx: &ShardCtx, origin: Option<&str>) -> bool {
+    let allowed = &ctx.shared.config.access.origins;
+    match origin {
+        None => true,
+        Some(o) => allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(o)),
     }
 }
 
@@ -142,10 +208,19 @@ async fn upgrade(
     guard: ConnectionGuard,
     mut buf: Vec<u8>,
     head_len: usize,
-    key: String,
-    format: Format,
+    req: UpgradeReq,
 ) {
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if !origin_allowed(&ctx, req.origin.as_deref()) {
+        tracing::info!(
+            origin = req.origin.as_deref().unwrap_or(""),
+            "upgrade refused: origin not allowed"
+        );
+        let _ = stream
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 19\r\nConnection: close\r\n\r\norigin not allowed\n")
+            .await;
+        return;
+    }
+    let accept = tungstenite::handshake::derive_accept_key(req.key.as_bytes());
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
@@ -154,7 +229,22 @@ async fn upgrade(
     }
     let leftover = Bytes::from(buf.split_off(head_len));
     drop(buf);
+    start(ctx, stream, guard, leftover, req.format, req.token);
+}
+
+/// Starts serving an upgraded WebSocket: checks its token (if any), takes its user's
+/// connection slot, and spawns the connection loop in a task of its own (so the handshake's
+/// state is freed now instead of staying inside the connection's future).
+pub fn start(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    guard: ConnectionGuard,
+    leftover: Bytes,
+    format: Format,
+    token: Option<String>,
+) {
     let cfg = &ctx.shared.config;
+    let access = &cfg.access;
     let peer = Rc::new(Peer::new(
         ctx.next_conn_id(),
         format,
@@ -162,13 +252,55 @@ async fn upgrade(
         ctx.shared.engine.queue,
         cfg.max_message_bytes,
     ));
-    // A task of its own: the handshake's state (and its timeout) is freed now instead of
-    // staying inside the connection's future for its whole life.
-    let task = async move {
-        conn::run(ctx, peer, leftover).await;
+    let now = std::time::Instant::now();
+    let mut reject: Option<(u16, String)> = None;
+    match token {
+        Some(t) => match ctx.shared.verifier.verify(&t) {
+            Ok(identity) => {
+                if let Some(user) = &identity.user {
+                    match ctx.shared.reserve_user(user) {
+                        Some(slot) => *peer.user_slot.borrow_mut() = Some(slot),
+                        None => {
+                            let max = access.max_connections_per_user;
+                            reject = Some((
+                                4010,
+                                format!("too many connections for this user (limit {max})"),
+                            ));
+                        }
+                    }
+                }
+                *peer.identity.borrow_mut() = identity;
+                peer.authed.set(true);
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "token refused at connect");
+                reject = Some((4001, e.to_string()));
+            }
+        },
+        None => {
+            if access.anonymous_publish {
+                peer.identity.borrow_mut().role = Role::Publisher;
+            }
+            if access.allow_anonymous {
+                peer.authed.set(true);
+            } else if ctx.shared.verifier.enabled() {
+                peer.auth_deadline.set(Some(now + access.auth_timeout));
+            } else {
+                reject = Some((
+                    4001,
+                    "authentication required, and this server accepts no tokens".into(),
+                ));
+            }
+        }
+    }
+    if peer.identity.borrow().role != Role::Publisher {
+        *peer.bucket.borrow_mut() =
+            Some(TokenBucket::new(access.ops_per_sec, access.ops_burst, now));
+    }
+    tokio::task::spawn_local(async move {
+        conn::run(ctx, peer, leftover, reject).await;
         drop(guard);
-    };
-    tokio::task::spawn_local(task);
+    });
 }
 
 /// A socket with bytes already read from it, replayed before further reads.

@@ -18,10 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::conn;
-use super::handshake::{Prefixed, HEADER_TIMEOUT};
-use super::peer::Peer;
+use super::handshake::{self, Prefixed, HEADER_TIMEOUT};
 use super::runtime::{ConnectionGuard, ShardCtx};
+use crate::auth::Role;
 use crate::engine::shard::PubReply;
 use crate::protocol::op::parse_http_publish;
 use crate::protocol::Format;
@@ -52,9 +51,11 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
         (&Method::GET, "/ws") => upgrade(ctx, req),
         (&Method::POST, "/api/publish") => publish(ctx, req).await,
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
         (_, "/ws") | (_, "/api/publish") | (_, "/health") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
+        (&Method::GET, p) if crate::server::assets::get(p).is_some() => asset(p),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
 }
@@ -153,6 +154,23 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
             None => return text(StatusCode::BAD_REQUEST, "format must be json or msgpack\n"),
         },
     };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !handshake::origin_allowed(&ctx, origin) {
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let token = query_param(&req, "token")
+        .map(|t| t.to_string())
+        .or(bearer)
+        .filter(|t| !t.is_empty());
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
     tokio::task::spawn_local(async move {
@@ -173,15 +191,12 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         let (unread, stream) = parts.io.into_inner().into_parts();
         let mut leftover = unread.to_vec();
         leftover.extend_from_slice(&parts.read_buf);
-        let cfg = &ctx.shared.config;
-        let peer = Rc::new(Peer::new(
-            ctx.next_conn_id(),
-            format,
-            stream,
-            ctx.shared.engine.queue,
-            cfg.max_message_bytes,
-        ));
-        conn::run(ctx, peer, Bytes::from(leftover)).await;
+        // The hyper connection's own guard ends with it; this socket lives on as a WebSocket.
+        ctx.shared
+            .open_sockets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = ctx.connection_guard();
+        handshake::start(ctx, stream, guard, Bytes::from(leftover), format, token);
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -204,7 +219,68 @@ struct PublishedMany {
     seqs: Vec<u64>,
 }
 
+/// Compares without an early exit, so the time taken says nothing about where keys differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who may publish over HTTP: anyone in open (demo) mode, a configured API key
+/// (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), or a JWT with the publisher role.
+#[allow(clippy::result_large_err)]
+fn authorize_publish(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp> {
+    let access = &ctx.shared.config.access;
+    if access.anonymous_publish {
+        return Ok(());
+    }
+    let h = req.headers();
+    let cred = h
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            h.get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+        })
+        .map(str::trim);
+    let Some(cred) = cred else {
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send an API key or a publisher token",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(r);
+    };
+    if access
+        .api_keys
+        .iter()
+        .any(|k| constant_time_eq(k.as_bytes(), cred.as_bytes()))
+    {
+        return Ok(());
+    }
+    match ctx.shared.verifier.verify(cred) {
+        Ok(id) if id.role == Role::Publisher => Ok(()),
+        Ok(_) => Err(json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "publishing needs the publisher role",
+        )),
+        Err(e) => {
+            tracing::info!(reason = %e, "HTTP publish refused");
+            Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                "auth_failed",
+                &e.to_string(),
+            ))
+        }
+    }
+}
+
 async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
+    if let Err(r) = authorize_publish(&ctx, &req) {
+        return r;
+    }
     let max = ctx.shared.config.max_message_bytes;
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
@@ -284,5 +360,38 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         )
     } else {
         json(StatusCode::OK, &PublishedMany { seqs })
+    }
+}
+
+/// An embedded file of the built-in board (see [`super::assets`]).
+fn asset(path: &str) -> Resp {
+    let Some((content_type, body)) = super::assets::get(path) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let mut r = Response::new(Full::new(Bytes::from_static(body)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+#[derive(Serialize)]
+struct DemoToken<'a> {
+    user: &'a str,
+    token: &'a str,
+}
+
+/// `GET /demo/token?user=42`: in demo mode only, a token for a demo user, so the built-in
+/// board can show that user's private channels.
+fn demo_token(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    let tokens = &ctx.shared.config.demo_tokens;
+    let want = query_param(req, "user");
+    match tokens.iter().find(|(u, _)| want.is_none_or(|w| w == u)) {
+        Some((user, token)) => json(StatusCode::OK, &DemoToken { user, token }),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no demo token (the server is not in demo mode)",
+        ),
     }
 }

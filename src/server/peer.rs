@@ -12,6 +12,8 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
+use super::runtime::UserSlot;
+use crate::auth::{Identity, Role, TokenBucket};
 use crate::engine::outbound::{Outbound, Overflow, QueueLimits, MAX_IOV};
 use crate::engine::shard::{published_frame, Sub};
 use crate::engine::signal::LocalSignal;
@@ -75,6 +77,21 @@ pub struct Peer {
     /// Replies issued while subscribes were in flight, held so that replies keep the order
     /// of the ops that caused them (a `pong` never overtakes an earlier `subscribed`).
     deferred: RefCell<Vec<Bytes>>,
+    /// Who is on this connection.
+    pub identity: RefCell<Identity>,
+    /// Whether the connection may use ops other than `auth` and `ping`: it presented a valid
+    /// token, or anonymous access is allowed.
+    pub authed: Cell<bool>,
+    /// Holds this connection's place in its user's connection count.
+    pub user_slot: RefCell<Option<UserSlot>>,
+    /// Client op rate limit (none for publishers).
+    pub bucket: RefCell<Option<TokenBucket>>,
+    /// Ops refused by the rate limit so far.
+    pub violations: Cell<u32>,
+    /// Deadline for the `auth` op of a connection that has not authenticated.
+    pub auth_deadline: Cell<Option<Instant>>,
+    /// Last client op, for the idle timeout.
+    pub last_op: Cell<Instant>,
     /// Client frame decoder.
     pub decoder: RefCell<Decoder>,
     /// Tail of a frame that has not fully arrived (usually empty, then unallocated).
@@ -90,7 +107,15 @@ impl Peer {
         limits: QueueLimits,
         max_message: usize,
     ) -> Self {
+        let now = Instant::now();
         Peer {
+            identity: RefCell::new(Identity::anonymous(Role::Subscriber)),
+            authed: Cell::new(false),
+            user_slot: RefCell::new(None),
+            bucket: RefCell::new(None),
+            violations: Cell::new(0),
+            auth_deadline: Cell::new(None),
+            last_op: Cell::new(now),
             id,
             format,
             stream,

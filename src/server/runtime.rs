@@ -3,10 +3,12 @@
 //! round-robin; each shard's driver drains its inbox, pings, and runs graceful shutdown.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 
 use super::handshake;
+use crate::auth::{TokenBucket, Verifier};
 use crate::config::Config;
 use crate::demo::DemoConfig;
 use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
@@ -24,6 +27,8 @@ use crate::protocol::frame::{frame, OpCode};
 /// Inbox messages handled before committing and yielding to connection tasks: bounds the
 /// latency one busy inbox adds to everything else on the shard.
 const DRAIN_BATCH: usize = 256;
+/// How often token expiry, auth deadlines and idle connections are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Retry interval for hand-offs to a shard whose inbox was full.
 const BACKLOG_RETRY: Duration = Duration::from_micros(200);
 
@@ -40,6 +45,47 @@ pub struct Shared {
     pub open_sockets: AtomicUsize,
     /// Set once shutdown begins.
     pub shutting_down: AtomicBool,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Open WebSocket connections per user, across shards. Touched on connect, auth and
+    /// close only, never on the publish path.
+    pub users: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Shared {
+    /// Takes a connection slot for `user`, or `None` when the user is at the limit.
+    pub fn reserve_user(self: &Arc<Self>, user: &Arc<str>) -> Option<UserSlot> {
+        let max = self.config.access.max_connections_per_user;
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let n = users.entry(user.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            shared: self.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+/// One of a user's connection slots; released on drop.
+#[derive(Debug)]
+pub struct UserSlot {
+    shared: Arc<Shared>,
+    user: Arc<str>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut users = self.shared.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// One shard's thread-local context.
@@ -113,6 +159,7 @@ impl Server {
     /// Like [`Server::start`], with the built-in demo market publishing on shard 0.
     pub fn start_with_demo(config: Config, demo: Option<DemoConfig>) -> anyhow::Result<Server> {
         config.validate()?;
+        let verifier = Verifier::new(&config.access.jwt)?;
         let listener =
             bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
@@ -129,6 +176,8 @@ impl Server {
             mesh,
             open_sockets: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            verifier,
+            users: Mutex::new(HashMap::new()),
         });
         let mut listener = Some(listener);
         let mut demo = demo;
@@ -262,6 +311,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     let shards = ctx.shared.mesh.len();
     let me = ctx.shard.borrow().id();
     let mut next = 0usize;
+    let mut per_ip = PerIpLimit::new(&ctx.shared.config);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -269,7 +319,14 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
             r = listener.accept() => r,
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok((s, addr)) => {
+                if !per_ip.admit(addr.ip(), Instant::now()) {
+                    // Best effort: a clear answer if the socket takes it at once, then close.
+                    let _ = s.try_write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                s
+            }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed; backing off");
@@ -314,6 +371,44 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     }
 }
 
+/// New-connection rate limit per client IP (token buckets), kept by the acceptor alone.
+struct PerIpLimit {
+    rate: f64,
+    burst: f64,
+    loopback: bool,
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+impl PerIpLimit {
+    fn new(cfg: &Config) -> Self {
+        let a = &cfg.access;
+        PerIpLimit {
+            rate: a.connects_per_ip_per_sec,
+            burst: a.connects_per_ip_burst,
+            loopback: a.limit_loopback,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if ip.is_loopback() && !self.loopback {
+            return true;
+        }
+        if self.buckets.len() > 100_000 {
+            // Forget clients idle long enough that their bucket would be full anyway.
+            let full = Duration::from_secs_f64(self.burst / self.rate.max(1e-9));
+            self.buckets.retain(|_, b| {
+                b.wait() > Duration::ZERO || now.saturating_duration_since(b.last()) < full
+            });
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate, burst, now))
+            .take(now)
+    }
+}
+
 async fn driver(ctx: Rc<ShardCtx>) {
     let me = ctx.shard.borrow().id();
     let mesh = ctx.shared.mesh.clone();
@@ -322,6 +417,8 @@ async fn driver(ctx: Rc<ShardCtx>) {
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_deadline: Option<Instant> = None;
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(d) = drain_deadline {
             if ctx.shard.borrow().peer_count() == 0 || Instant::now() >= d {
@@ -366,6 +463,9 @@ async fn driver(ctx: Rc<ShardCtx>) {
                 }
             }
             _ = ctx.driver_signal.wait() => {}
+            _ = sweep.tick() => {
+                sweep_peers(&ctx, Instant::now());
+            }
             _ = heartbeat.tick() => {
                 let mut shard = ctx.shard.borrow_mut();
                 shard.heartbeat(Instant::now(), hb, &ping);
@@ -377,4 +477,38 @@ async fn driver(ctx: Rc<ShardCtx>) {
             _ = tokio::time::sleep_until(deadline.into()), if drain_deadline.is_some() => {}
         }
     }
+}
+
+/// Closes connections whose token expired, that did not authenticate in time, or that sat
+/// idle with no subscription.
+fn sweep_peers(ctx: &ShardCtx, now: Instant) {
+    let unix = crate::auth::unix_now();
+    let idle = ctx.shared.config.access.idle_timeout;
+    let mut closes = Vec::new();
+    {
+        let shard = ctx.shard.borrow();
+        for p in shard.peers() {
+            if p.is_closing() {
+                continue;
+            }
+            if p.identity.borrow().exp.is_some_and(|exp| exp <= unix) {
+                closes.push((p.clone(), 4002, "token expired"));
+            } else if p.auth_deadline.get().is_some_and(|d| d <= now) {
+                closes.push((p.clone(), 4003, "authentication timeout"));
+            } else if p.subs.borrow().is_empty()
+                && now.saturating_duration_since(p.last_op.get()) > idle
+            {
+                closes.push((p.clone(), 4011, "idle timeout"));
+            }
+        }
+    }
+    if closes.is_empty() {
+        return;
+    }
+    let mut shard = ctx.shard.borrow_mut();
+    for (p, code, reason) in closes {
+        tracing::info!(conn = %p.conn_id(), code, reason, "closing connection");
+        shard.close_peer(&p, code, reason, false);
+    }
+    shard.commit();
 }

@@ -6,7 +6,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::*;
-use quotecast::engine::channel::{ChannelKind, ChannelPolicy, ChannelRule, ChannelRules};
+use quotecast::engine::channel::{ChannelPolicy, ChannelRule, ChannelRules};
 use quotecast::protocol::frame::client_frame;
 
 async fn expect_error(c: &mut Client, code: &str) -> serde_json::Value {
@@ -21,22 +21,8 @@ async fn bad_ops_get_error_frames_and_the_connection_lives_on() {
     let srv = TestServer::start(|c| {
         c.max_message_bytes = 4096;
         c.rules = ChannelRules::new(vec![
-            ChannelRule::new(
-                "quotes.*",
-                ChannelPolicy {
-                    kind: ChannelKind::Conflated,
-                    history: 1,
-                },
-            )
-            .unwrap(),
-            ChannelRule::new(
-                "trades.*",
-                ChannelPolicy {
-                    kind: ChannelKind::Stream,
-                    history: 10,
-                },
-            )
-            .unwrap(),
+            ChannelRule::new("quotes.*", ChannelPolicy::conflated()).unwrap(),
+            ChannelRule::new("trades.*", ChannelPolicy::stream(10)).unwrap(),
         ]);
     });
     let mut c = Client::connect(&srv).await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::util::*;
-use quotecast::engine::channel::{ChannelKind, ChannelPolicy, ChannelRule, ChannelRules};
+use quotecast::engine::channel::{ChannelPolicy, ChannelRule, ChannelRules};
 
 #[tokio::test]
 async fn welcome_subscribe_publish_ack_and_event() {
@@ -48,14 +48,14 @@ async fn msgpack_subscriber_gets_binary_frames_from_json_publisher() {
     let srv = TestServer::default();
     let mut sub = Client::connect_msgpack(&srv).await;
     assert_eq!(sub.welcome["format"], "msgpack");
-    let acks = sub.subscribe(&["user.42.orders"]).await;
+    let acks = sub.subscribe(&["acct.42.orders"]).await;
     assert_eq!(acks[0]["seq"], 0);
     let mut json_sub = Client::connect(&srv).await;
-    json_sub.subscribe(&["user.42.orders"]).await;
+    json_sub.subscribe(&["acct.42.orders"]).await;
     let data = json!({"order_id":"ORD_1","status":"filled","price":1.08503,"volume":0.1,"tags":["a",null,true]});
     let seqs = publish_http(
         srv.addr,
-        &[ev("user.42.orders", "order_update", data.clone())],
+        &[ev("acct.42.orders", "order_update", data.clone())],
     )
     .await;
     assert_eq!(seqs, vec![1]);
@@ -66,7 +66,7 @@ async fn msgpack_subscriber_gets_binary_frames_from_json_publisher() {
     assert_eq!(e2["data"], data);
 
     // A msgpack publisher, too; JSON subscribers get the transcoded payload.
-    sub.send(json!({"op":"publish","id":9,"events":[{"channel":"user.42.orders","event":"order_update","data":{"n":-3,"s":"x"}}]})).await;
+    sub.send(json!({"op":"publish","id":9,"events":[{"channel":"acct.42.orders","event":"order_update","data":{"n":-3,"s":"x"}}]})).await;
     let mut got = Vec::new();
     while got.len() < 2 {
         got.push(sub.recv().await);
@@ -183,22 +183,8 @@ async fn snapshot_delivers_history_for_streams_and_latest_for_quotes() {
 
 fn short_history() -> ChannelRules {
     ChannelRules::new(vec![
-        ChannelRule::new(
-            "quotes.*",
-            ChannelPolicy {
-                kind: ChannelKind::Conflated,
-                history: 1,
-            },
-        )
-        .unwrap(),
-        ChannelRule::new(
-            "*",
-            ChannelPolicy {
-                kind: ChannelKind::Stream,
-                history: 3,
-            },
-        )
-        .unwrap(),
+        ChannelRule::new("quotes.*", ChannelPolicy::conflated()).unwrap(),
+        ChannelRule::new("*", ChannelPolicy::stream(3)).unwrap(),
     ])
 }
 
@@ -275,7 +261,7 @@ async fn recovery_with_since_replays_exactly_or_says_not_recovered() {
 #[tokio::test]
 async fn per_channel_order_with_concurrent_publishers_on_several_shards() {
     let srv = TestServer::start(|c| c.shards = 3);
-    let channels = ["trades.A", "trades.B", "user.1.orders"];
+    let channels = ["trades.A", "trades.B", "acct.1.orders"];
     let mut subs = Vec::new();
     for _ in 0..6 {
         let mut c = Client::connect(&srv).await;
@@ -289,7 +275,7 @@ async fn per_channel_order_with_concurrent_publishers_on_several_shards() {
         let mut pc = Client::connect(&srv).await;
         tasks.push(tokio::spawn(async move {
             for i in 0..EACH {
-                let ch = ["trades.A", "trades.B", "user.1.orders"][i % 3];
+                let ch = ["trades.A", "trades.B", "acct.1.orders"][i % 3];
                 pc.send(json!({"op":"publish","channel":ch,"event":"e","data":{"p":p,"i":i}}))
                     .await;
             }

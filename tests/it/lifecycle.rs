@@ -39,11 +39,11 @@ async fn graceful_shutdown_delivers_queued_events_then_notice_then_1012() {
         } else {
             Client::connect(&srv).await
         };
-        c.subscribe(&["user.5.orders"]).await;
+        c.subscribe(&["acct.5.orders"]).await;
         clients.push(c);
     }
     let evs: Vec<Value> = (1..=50)
-        .map(|i| ev("user.5.orders", "order_update", json!({"i": i})))
+        .map(|i| ev("acct.5.orders", "order_update", json!({"i": i})))
         .collect();
     publish_http(srv.addr, &evs).await;
     let server = srv.take();
@@ -107,13 +107,13 @@ async fn http_endpoints() {
         srv.addr,
         "POST",
         "/api/publish",
-        r#"{"channel":"user.42.orders","event":"order_update","data":{"a":1}}"#,
+        r#"{"channel":"acct.42.orders","event":"order_update","data":{"a":1}}"#,
     )
     .await;
     assert_eq!(st, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"channel":"user.42.orders","seq":1})
+        json!({"channel":"acct.42.orders","seq":1})
     );
     let (st, body) = http(srv.addr, "POST", "/api/publish", "{nope").await;
     assert_eq!(st, 400);
@@ -154,7 +154,14 @@ async fn sigterm_on_the_binary_drains_clients_with_1012() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_quotecast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--anonymous-publish",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

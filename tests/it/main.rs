@@ -1,6 +1,8 @@
 //! Integration tests: a real server on an ephemeral port, real WebSocket clients.
 
+mod auth;
 mod badinput;
+mod board;
 mod delivery;
 mod lifecycle;
 mod slow;

@@ -120,7 +120,7 @@ async fn private_events_are_not_stuck_behind_a_quote_backlog() {
     let mut c = Client::connect_small_rcvbuf(&srv).await;
     let quotes: Vec<String> = (0..200).map(|i| format!("quotes.S{i}")).collect();
     let mut chans: Vec<&str> = quotes.iter().map(|s| s.as_str()).collect();
-    chans.push("user.42.orders");
+    chans.push("acct.42.orders");
     c.subscribe(&chans).await;
     // Fill the socket with quotes on many symbols while the client does not read.
     for round in 0..20 {
@@ -135,7 +135,7 @@ async fn private_events_are_not_stuck_behind_a_quote_backlog() {
     publish_http(
         srv.addr,
         &[ev(
-            "user.42.orders",
+            "acct.42.orders",
             "order_update",
             json!({"status":"filled"}),
         )],
@@ -147,7 +147,7 @@ async fn private_events_are_not_stuck_behind_a_quote_backlog() {
     let mut before = 0usize;
     loop {
         let v = c.recv().await;
-        if v["channel"] == "user.42.orders" {
+        if v["channel"] == "acct.42.orders" {
             break;
         }
         before += 1;

@@ -24,6 +24,7 @@ impl TestServer {
         let mut cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
+            access: quotecast::config::AccessConfig::open(),
             ..Config::default()
         };
         tweak(&mut cfg);
@@ -295,10 +296,25 @@ pub(crate) async fn raw_read_until_close(
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
 pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// Like [`http`], with extra headers.
+pub(crate) async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+         {extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
