@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unit and integration tests"
 cargo test --workspace --locked
 
+echo "== fuzz every untrusted-input parser (FUZZ_SECONDS each)"
+bash scripts/fuzz.sh
+
 echo "== benches (each run once, as a test)"
 cargo bench --locked --bench core -- --test
 

@@ -5,5 +5,6 @@ mod badinput;
 mod board;
 mod delivery;
 mod lifecycle;
+mod props;
 mod slow;
 mod util;
