@@ -23,3 +23,6 @@ cargo bench --locked --bench core -- --test
 echo "== loadtest smoke: real server, real clients, every frame delivered in order"
 cargo build --release --locked -p quotecast -p loadtest
 ./target/release/loadtest run --scenario smoke --spawn ./target/release/quotecast --spawn-arg=--anonymous-publish
+
+echo "== TypeScript client and the live board (node tests against a real server, headless Chromium)"
+bash clients/js/test.sh

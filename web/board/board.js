@@ -22,8 +22,17 @@ const fmt = (v, d = 2) => (typeof v === "number" ? v.toFixed(d) : v ?? "–");
 const decimals = (sym) => (sym.endsWith("JPY") ? 3 : /^(USD|EUR|GBP|AUD|NZD)[A-Z]{3}$/.test(sym) ? 5 : 2);
 document.querySelectorAll(".uid").forEach((e) => (e.textContent = USER));
 
+// In demo mode the server hands out the demo users' tokens at /demo/token (user.<id>.*
+// channels need the owner's token); elsewhere the board connects anonymously.
+const demoToken = () =>
+  fetch(`/demo/token?user=${encodeURIComponent(USER)}`)
+    .then((r) => (r.ok ? r.json() : null))
+    .then((j) => j?.token)
+    .catch(() => undefined);
+
 const client = new QuotecastClient({
   url: "/ws",
+  token: demoToken,
   codec: params.get("format") === "msgpack" ? msgpackCodec : jsonCodec,
   pingIntervalMs: 1000,
   pingTimeoutMs: 4000,

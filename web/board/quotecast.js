@@ -98,7 +98,7 @@ var QuotecastError = class extends Error {
     this.name = "QuotecastError";
   }
 };
-var AUTH_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 4001, 4003]);
+var AUTH_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 4001, 4002, 4003]);
 var OFFSET_SAMPLES = 16;
 var MAX_CHANNELS_PER_OP = 256;
 function wallNow() {
@@ -276,7 +276,7 @@ var QuotecastClient = class extends Emitter {
   }
   async getToken() {
     const src = this.opts.token;
-    if (src === void 0)
+    if (src === void 0 || src === null)
       return void 0;
     if (typeof src === "string")
       return src;
@@ -286,8 +286,8 @@ var QuotecastClient = class extends Emitter {
       if (exp === void 0 || exp - Date.now() > margin)
         return this.cachedToken;
     }
-    this.cachedToken = await src();
-    return this.cachedToken;
+    this.cachedToken = await src() || null;
+    return this.cachedToken ?? void 0;
   }
   async openSocket() {
     const gen = ++this.gen;
@@ -298,7 +298,7 @@ var QuotecastClient = class extends Emitter {
       if (gen !== this.gen || this.closedByUser)
         return;
       reportError(e);
-      this.scheduleReconnect(0, "token fetch failed");
+      this.scheduleReconnect(this.nextBackoff(), "token fetch failed");
       return;
     }
     if (gen !== this.gen || this.closedByUser)
@@ -315,7 +315,7 @@ var QuotecastClient = class extends Emitter {
       ws = new Ctor(url);
     } catch (e) {
       reportError(e);
-      this.scheduleReconnect(0, String(e));
+      this.scheduleReconnect(this.nextBackoff(), String(e));
       return;
     }
     this.ws = ws;
@@ -381,6 +381,9 @@ var QuotecastClient = class extends Emitter {
     }
     this.shutdownMs = null;
     this.scheduleReconnect(delay, reason, code);
+  }
+  nextBackoff() {
+    return backoffDelay(this.attempt++, this.opts.reconnect || {});
   }
   scheduleReconnect(delay, reason, code) {
     if (this.reconnectTimer)
@@ -665,7 +668,8 @@ var QuotecastClient = class extends Emitter {
       if (this.offsets.length > OFFSET_SAMPLES)
         this.offsets.shift();
       const best = this.offsets.reduce((a, b) => b.rttMs < a.rttMs ? b : a);
-      this._latency = { rttMs, clockOffsetMs: best.offsetMs };
+      const clockOffsetMs = Math.abs(best.offsetMs) <= best.rttMs / 2 ? 0 : best.offsetMs;
+      this._latency = { rttMs, clockOffsetMs };
       this.emit("latency", this._latency);
       return;
     }
@@ -697,7 +701,7 @@ var QuotecastClient = class extends Emitter {
         this.scheduleTokenRefresh();
       return;
     }
-    if (gen !== this.gen)
+    if (gen !== this.gen || !token)
       return;
     this.cachedToken = token;
     let result;
