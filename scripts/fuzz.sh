@@ -13,9 +13,15 @@ cargo fuzz build -O
 for t in $(cargo fuzz list); do
   echo "== fuzz $t for ${SECS}s"
   mkdir -p "corpus/$t"
-  cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 2>&1 | grep -E "^Done|ERROR|panicked|SUMMARY" || true
-  if ls "artifacts/$t"/crash-* >/dev/null 2>&1; then
-    echo "fuzz target $t found a crash: fuzz/artifacts/$t" >&2
+  log="$(mktemp)"
+  # libFuzzer exits non-zero on a crash, leak, timeout or out-of-memory, and cargo fuzz on a
+  # failed build: any of them fails the run.
+  if ! cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 >"$log" 2>&1; then
+    grep -vE "^#[0-9]" "$log" | tail -40 >&2
+    echo "fuzz target $t failed (see above; inputs in fuzz/artifacts/$t)" >&2
+    rm -f "$log"
     exit 1
   fi
+  grep -E "^Done" "$log" || { echo "fuzz target $t did not run" >&2; rm -f "$log"; exit 1; }
+  rm -f "$log"
 done
