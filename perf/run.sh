@@ -90,11 +90,11 @@ if run connect-storm; then
 fi
 if run slow-consumers; then
   # Market at 200k deliveries/s, without and with 10% of clients that stop reading. The
-  # server's per-connection queue is set small (512 frames / 256 KiB) so that within the
+  # server's per-connection queue is set small (128 frames / 64 KiB) so that within the
   # run the stopped clients hit it and are closed with 4008, bounding server memory.
-  qc_args slow-baseline "--max-queue-frames 512 --max-queue-bytes 262144" \
+  qc_args slow-baseline "--max-queue-frames 128 --max-queue-bytes 65536" \
     --scenario slow-consumers --slow-share 0 --rate 2000 --batch 2 --duration 10 --warmup 2
-  qc_args slow-consumers "--max-queue-frames 512 --max-queue-bytes 262144" \
+  qc_args slow-consumers "--max-queue-frames 128 --max-queue-bytes 65536" \
     --scenario slow-consumers --rate 2000 --batch 2 --duration 10 --warmup 2
 fi
 if run shards; then
