@@ -120,8 +120,8 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// Token verification settings.
-#[derive(Debug, Clone, Default)]
+/// Token verification settings. `Debug` redacts the secret.
+#[derive(Clone, Default)]
 pub struct JwtConfig {
     /// HS256 shared secret.
     pub hs256_secret: Option<Vec<u8>>,
@@ -135,6 +135,22 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`, seconds. Default 5.
     pub leeway_secs: u64,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("rs256_public_pem", &self.rs256_public_pem.is_some())
+            .field("es256_public_pem", &self.es256_public_pem.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
 }
 
 /// A bad key in the configuration.
@@ -497,6 +513,26 @@ mod tests {
             check(&anon, "challenge.7f3a01"),
             Err(Denied::Unauthenticated)
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let c = JwtConfig {
+            hs256_secret: Some(b"top-secret-value".to_vec()),
+            ..Default::default()
+        };
+        let shown = format!(
+            "{c:?} {:?}",
+            crate::config::Config {
+                access: crate::config::AccessConfig {
+                    jwt: c.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        );
+        assert!(!shown.contains("top-secret-value"), "{shown}");
+        assert!(shown.contains("redacted"));
     }
 
     #[test]

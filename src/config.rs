@@ -1,11 +1,24 @@
-//! Server configuration: a validated [`Config`] with the built-in defaults that make
-//! `quotecast serve` work with no configuration at all.
+//! Server configuration: the validated [`Config`] with the built-in defaults that make
+//! `quotecast serve` work with no configuration at all, and the TOML file it can be read
+//! from.
+//!
+//! "Parse, don't validate": a file is deserialized into [`RawConfig`] (every field
+//! optional through `#[serde(default)]`, unknown keys refused), command-line flags and
+//! `QUOTECAST_*` environment variables are laid over it by `main.rs`, and
+//! [`RawConfig::into_config`] turns the result into a [`Config`] or says which option is
+//! wrong. [`DEFAULT_TOML`] (printed by `quotecast config --print-default`) documents every
+//! option with its default and its trade-off; a unit test keeps it equal to
+//! [`RawConfig::default`], and another keeps that equal to [`Config::default`].
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::JwtConfig;
-use crate::engine::channel::ChannelRules;
+use serde::Deserialize;
+
+use crate::auth::{ChannelAccess, JwtConfig};
+use crate::demo::DemoConfig;
+use crate::engine::channel::{ChannelKind, ChannelPolicy, ChannelRule, ChannelRules};
 use crate::engine::outbound::QueueLimits;
 
 /// Everything the server needs to start.
@@ -48,6 +61,10 @@ pub struct Config {
     /// in the server's conflation slots, where the newest quote wins. 256 KiB still carries
     /// 2.5 MB/s to a client 100 ms away, far above a trading UI's needs.
     pub socket_send_buffer: usize,
+    /// The built-in simulated market, when `Some` (`serve --demo`). Default off.
+    pub demo: Option<DemoConfig>,
+    /// Log output.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -72,8 +89,39 @@ impl Default for Config {
             max_subscriptions: 1024,
             access: AccessConfig::default(),
             demo_tokens: Vec::new(),
+            demo: None,
+            log: LogConfig::default(),
         }
     }
+}
+
+/// Log output settings (the subscriber itself is installed by `main.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Line format on stderr. Default text.
+    pub format: LogFormat,
+    /// `tracing` filter used when `RUST_LOG` is not set. Default `info`: one line per
+    /// connection opened and closed; `warn` for very high connection churn.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// Who may connect and what they may do. Without configuration nothing is open: private
@@ -151,30 +199,712 @@ impl AccessConfig {
     }
 }
 
-/// A setting out of range.
+/// A configuration that cannot be used. Each variant says where to look.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// An option has a value the server cannot run with (from flags, environment or
+    /// code): fix the named option.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The option, as spelled in the file (`queue.max_frames`, `channels[2]`).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file is malformed or holds a bad value: fix that line.
+    #[error("{file}:{line}:{col}: {reason}")]
+    File {
+        /// The file as given.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file (or a key file it names) cannot be read: check the path and permissions.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The path.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
 
 impl Config {
     /// Checks ranges that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
         if self.shards == 0 || self.shards > 1024 {
-            return err("shards must be 1..=1024");
+            return Err(invalid("shards", "must be 1..=1024"));
         }
         if self.heartbeat < Duration::from_millis(10) {
-            return err("heartbeat must be at least 10 ms");
+            return Err(invalid("heartbeat_ms", "must be at least 10"));
         }
         if self.max_message_bytes < 1024 {
-            return err("max_message_bytes must be at least 1024");
+            return Err(invalid("max_message_bytes", "must be at least 1024"));
         }
-        if self.queue.max_frames < 16 || self.queue.max_bytes < 64 * 1024 {
-            return err("queue limits must allow at least 16 frames and 64 KiB");
+        if self.queue.max_frames < 16 {
+            return Err(invalid("queue.max_frames", "must be at least 16"));
+        }
+        if self.queue.max_bytes < 64 * 1024 {
+            return Err(invalid(
+                "queue.max_bytes",
+                "must be at least 65536 (64 KiB)",
+            ));
         }
         if self.inbox_capacity < 64 {
-            return err("inbox_capacity must be at least 64");
+            return Err(invalid("inbox_capacity", "must be at least 64"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.max_subscriptions == 0 {
+            return Err(invalid("max_subscriptions", "must be at least 1"));
+        }
+        let a = &self.access;
+        if a.max_connections_per_user == 0 {
+            return Err(invalid(
+                "limits.max_connections_per_user",
+                "must be at least 1",
+            ));
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(a.ops_per_sec) {
+            return Err(invalid("limits.ops_per_sec", "must be a positive number"));
+        }
+        if !positive(a.ops_burst) || a.ops_burst < 1.0 {
+            return Err(invalid("limits.ops_burst", "must be at least 1"));
+        }
+        if !positive(a.connects_per_ip_per_sec) {
+            return Err(invalid(
+                "limits.connects_per_ip_per_sec",
+                "must be a positive number",
+            ));
+        }
+        if !positive(a.connects_per_ip_burst) || a.connects_per_ip_burst < 1.0 {
+            return Err(invalid(
+                "limits.connects_per_ip_burst",
+                "must be at least 1",
+            ));
         }
         Ok(())
+    }
+}
+
+// ---- the file -------------------------------------------------------------------------
+
+/// The configuration file as written: every key optional (a missing key takes its
+/// default), unknown keys refused so that a typo is an error rather than a silently
+/// ignored setting. Turned into a [`Config`] by [`RawConfig::into_config`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `shards`; 0 means one per core.
+    pub shards: usize,
+    /// `heartbeat_ms`.
+    pub heartbeat_ms: u64,
+    /// `max_message_bytes`.
+    pub max_message_bytes: usize,
+    /// `max_subscriptions`.
+    pub max_subscriptions: usize,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// `inbox_capacity`.
+    pub inbox_capacity: usize,
+    /// `socket_send_buffer`.
+    pub socket_send_buffer: usize,
+    /// `[queue]`.
+    pub queue: RawQueue,
+    /// `[shutdown]`.
+    pub shutdown: RawShutdown,
+    /// `[auth]`.
+    pub auth: RawAuth,
+    /// `[limits]`.
+    pub limits: RawLimits,
+    /// `[log]`.
+    pub log: RawLog,
+    /// `[demo]`.
+    pub demo: RawDemo,
+    /// `[[channels]]`, first match wins; when present, replaces the whole default list.
+    pub channels: Vec<RawChannel>,
+}
+
+/// `[queue]`: the per-connection bound on non-conflated frames.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawQueue {
+    /// `max_frames`.
+    pub max_frames: usize,
+    /// `max_bytes`.
+    pub max_bytes: usize,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawShutdown {
+    /// `drain_ms`.
+    pub drain_ms: u64,
+    /// `reconnect_hint_ms`.
+    pub reconnect_hint_ms: u64,
+}
+
+/// `[auth]`: token keys and anonymous access.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// `allow_anonymous`.
+    pub allow_anonymous: bool,
+    /// `anonymous_publish`.
+    pub anonymous_publish: bool,
+    /// `api_keys` (prefer `QUOTECAST_API_KEYS`).
+    pub api_keys: Vec<String>,
+    /// `jwt_secret` (prefer `QUOTECAST_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// `jwt_rs256_public_key`: a PEM file.
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// `jwt_es256_public_key`: a PEM file.
+    pub jwt_es256_public_key: Option<PathBuf>,
+    /// `jwt_issuer`.
+    pub jwt_issuer: Option<String>,
+    /// `jwt_audience`.
+    pub jwt_audience: Option<String>,
+    /// `leeway_secs`.
+    pub leeway_secs: u64,
+    /// `auth_timeout_ms`.
+    pub auth_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RawAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret or the API keys.
+        f.debug_struct("RawAuth")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("anonymous_publish", &self.anonymous_publish)
+            .field("api_keys", &self.api_keys.len())
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_rs256_public_key", &self.jwt_rs256_public_key)
+            .field("jwt_es256_public_key", &self.jwt_es256_public_key)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("auth_timeout_ms", &self.auth_timeout_ms)
+            .finish()
+    }
+}
+
+/// `[limits]`: per-client limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    /// `max_connections_per_user`.
+    pub max_connections_per_user: usize,
+    /// `ops_per_sec`.
+    pub ops_per_sec: f64,
+    /// `ops_burst`; unset means twice `ops_per_sec`.
+    pub ops_burst: Option<f64>,
+    /// `max_rate_violations`.
+    pub max_rate_violations: u32,
+    /// `connects_per_ip_per_sec`.
+    pub connects_per_ip_per_sec: f64,
+    /// `connects_per_ip_burst`.
+    pub connects_per_ip_burst: f64,
+    /// `limit_loopback`.
+    pub limit_loopback: bool,
+    /// `idle_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// `origins`.
+    pub origins: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// `format`.
+    pub format: LogFormat,
+    /// `filter`.
+    pub filter: String,
+}
+
+/// `[demo]`: the built-in simulated market.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDemo {
+    /// `enabled`.
+    pub enabled: bool,
+    /// `symbols`.
+    pub symbols: usize,
+    /// `quotes_per_sec`.
+    pub quotes_per_sec: u32,
+}
+
+/// One `[[channels]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    /// `pattern`: literal bytes, `*` (one or more bytes) and `{user}` (one segment).
+    pub pattern: String,
+    /// `kind`, default `stream`.
+    #[serde(default)]
+    pub kind: RawKind,
+    /// `history`, default 100.
+    #[serde(default = "default_history")]
+    pub history: usize,
+    /// `access`, default `public`.
+    #[serde(default)]
+    pub access: RawAccess,
+}
+
+fn default_history() -> usize {
+    100
+}
+
+/// `kind` of a channel pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawKind {
+    /// Latest value wins for a subscriber that is behind.
+    Conflated,
+    /// Every event in order.
+    #[default]
+    Stream,
+}
+
+/// `access` of a channel pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAccess {
+    /// Anyone admitted.
+    #[default]
+    Public,
+    /// The `{user}` of the pattern, or a token granting it.
+    Owner,
+    /// Tokens whose `channels` claim grants it.
+    Grant,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let c = Config::default();
+        let a = AccessConfig::default();
+        let d = DemoConfig::default();
+        let ch = |pattern: &str, kind, history, access| RawChannel {
+            pattern: pattern.into(),
+            kind,
+            history,
+            access,
+        };
+        use RawAccess::*;
+        use RawKind::*;
+        RawConfig {
+            listen: c.listen,
+            shards: 0,
+            heartbeat_ms: c.heartbeat.as_millis() as u64,
+            max_message_bytes: c.max_message_bytes,
+            max_subscriptions: c.max_subscriptions,
+            max_connections: c.max_connections,
+            inbox_capacity: c.inbox_capacity,
+            socket_send_buffer: c.socket_send_buffer,
+            queue: RawQueue {
+                max_frames: c.queue.max_frames,
+                max_bytes: c.queue.max_bytes,
+            },
+            shutdown: RawShutdown {
+                drain_ms: c.drain.as_millis() as u64,
+                reconnect_hint_ms: c.reconnect_hint.as_millis() as u64,
+            },
+            auth: RawAuth {
+                allow_anonymous: a.allow_anonymous,
+                anonymous_publish: a.anonymous_publish,
+                api_keys: Vec::new(),
+                jwt_secret: None,
+                jwt_rs256_public_key: None,
+                jwt_es256_public_key: None,
+                jwt_issuer: None,
+                jwt_audience: None,
+                leeway_secs: a.jwt.leeway_secs,
+                auth_timeout_ms: a.auth_timeout.as_millis() as u64,
+            },
+            limits: RawLimits {
+                max_connections_per_user: a.max_connections_per_user,
+                ops_per_sec: a.ops_per_sec,
+                ops_burst: None,
+                max_rate_violations: a.max_rate_violations,
+                connects_per_ip_per_sec: a.connects_per_ip_per_sec,
+                connects_per_ip_burst: a.connects_per_ip_burst,
+                limit_loopback: a.limit_loopback,
+                idle_timeout_secs: a.idle_timeout.as_secs(),
+                origins: Vec::new(),
+            },
+            log: RawLog {
+                format: c.log.format,
+                filter: c.log.filter,
+            },
+            demo: RawDemo {
+                enabled: false,
+                symbols: d.symbols,
+                quotes_per_sec: d.quotes_per_sec,
+            },
+            // The same list as `ChannelRules::defaults` (a unit test compares them).
+            channels: vec![
+                ch("quotes.*", Conflated, 1, Public),
+                ch("trades.*", Stream, 1000, Public),
+                ch("signals.*", Stream, 100, Public),
+                ch("market.status", Stream, 10, Public),
+                ch("user.{user}.*", Stream, 1000, Owner),
+                ch("challenge.*", Stream, 1000, Grant),
+                ch("strategy.*", Stream, 1000, Grant),
+                ch("private.*", Stream, 1000, Grant),
+                ch("*", Stream, 100, Public),
+            ],
+        }
+    }
+}
+
+macro_rules! impl_default_from_raw {
+    ($($t:ident . $f:ident),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                RawConfig::default().$f
+            }
+        }
+    )*};
+}
+impl_default_from_raw!(
+    RawQueue.queue,
+    RawShutdown.shutdown,
+    RawAuth.auth,
+    RawLimits.limits,
+    RawLog.log,
+    RawDemo.demo
+);
+
+impl RawConfig {
+    /// Parses a TOML document; `file` names it in errors (`FILE:LINE:COL: reason`).
+    pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::File {
+                file: file.to_string(),
+                line,
+                col,
+                reason: e.message().trim().to_string(),
+            }
+        })
+    }
+
+    /// Reads, parses and checks a configuration file on its own (before flags and
+    /// environment are laid over it), so a bad value is reported at its line.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let raw = RawConfig::parse(&text, &file)?;
+        match raw.clone().into_config() {
+            Ok(_) => Ok(raw),
+            Err(ConfigError::Invalid { key, reason }) => {
+                let (line, col) = locate(&text, &key).unwrap_or((1, 1));
+                Err(ConfigError::File {
+                    file,
+                    line,
+                    col,
+                    reason: format!("{key}: {reason}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns the raw settings into a validated [`Config`], reading the key files named.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut rules = Vec::with_capacity(self.channels.len());
+        for (i, c) in self.channels.iter().enumerate() {
+            let policy = ChannelPolicy {
+                kind: match c.kind {
+                    RawKind::Conflated => ChannelKind::Conflated,
+                    RawKind::Stream => ChannelKind::Stream,
+                },
+                history: c.history,
+                access: match c.access {
+                    RawAccess::Public => ChannelAccess::Public,
+                    RawAccess::Owner => ChannelAccess::Owner,
+                    RawAccess::Grant => ChannelAccess::Grant,
+                },
+            };
+            let rule = ChannelRule::new(&c.pattern, policy)
+                .map_err(|e| invalid(&format!("channels[{i}]"), e.to_string()))?;
+            rules.push(rule);
+        }
+        if rules.is_empty() {
+            return Err(invalid(
+                "channels",
+                "no channel pattern: every channel would be refused",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return Err(invalid("log.filter", "not a valid tracing filter"));
+        }
+        let read_pem = |key: &str, p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
+            match p {
+                None => Ok(None),
+                Some(p) => std::fs::read(p)
+                    .map(Some)
+                    .map_err(|e| invalid(key, format!("cannot read {}: {e}", p.display()))),
+            }
+        };
+        let au = &self.auth;
+        let li = &self.limits;
+        let demo = self.demo.enabled;
+        let access = AccessConfig {
+            jwt: JwtConfig {
+                hs256_secret: au
+                    .jwt_secret
+                    .as_ref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec()),
+                rs256_public_pem: read_pem("auth.jwt_rs256_public_key", &au.jwt_rs256_public_key)?,
+                es256_public_pem: read_pem("auth.jwt_es256_public_key", &au.jwt_es256_public_key)?,
+                issuer: au.jwt_issuer.clone(),
+                audience: au.jwt_audience.clone(),
+                leeway_secs: au.leeway_secs,
+            },
+            // The demo and anonymous publishing imply anonymous subscribing.
+            allow_anonymous: au.allow_anonymous || au.anonymous_publish || demo,
+            anonymous_publish: au.anonymous_publish || demo,
+            api_keys: au
+                .api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+            auth_timeout: Duration::from_millis(au.auth_timeout_ms),
+            max_connections_per_user: li.max_connections_per_user,
+            ops_per_sec: li.ops_per_sec,
+            ops_burst: li.ops_burst.unwrap_or((li.ops_per_sec * 2.0).max(1.0)),
+            max_rate_violations: li.max_rate_violations,
+            connects_per_ip_per_sec: li.connects_per_ip_per_sec,
+            connects_per_ip_burst: li.connects_per_ip_burst,
+            limit_loopback: li.limit_loopback,
+            origins: li.origins.clone(),
+            idle_timeout: Duration::from_secs(li.idle_timeout_secs),
+        };
+        let defaults = Config::default();
+        let cfg = Config {
+            listen: self.listen,
+            shards: if self.shards == 0 {
+                defaults.shards
+            } else {
+                self.shards
+            },
+            rules: ChannelRules::new(rules),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            max_message_bytes: self.max_message_bytes,
+            queue: QueueLimits {
+                max_frames: self.queue.max_frames,
+                max_bytes: self.queue.max_bytes,
+            },
+            drain: Duration::from_millis(self.shutdown.drain_ms),
+            reconnect_hint: Duration::from_millis(self.shutdown.reconnect_hint_ms),
+            inbox_capacity: self.inbox_capacity,
+            max_connections: self.max_connections,
+            max_subscriptions: self.max_subscriptions,
+            access,
+            demo_tokens: Vec::new(),
+            socket_send_buffer: self.socket_send_buffer,
+            demo: demo.then(|| DemoConfig {
+                symbols: self.demo.symbols,
+                quotes_per_sec: self.demo.quotes_per_sec,
+                ..DemoConfig::default()
+            }),
+            log: LogConfig {
+                format: self.log.format,
+                filter: self.log.filter.clone(),
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Where `key` (`shards`, `queue.max_frames`, `channels[2]`, `channels[2].pattern`) is
+/// set in a TOML document written in the usual one-table-per-header style.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (table, index, leaf) = match key.split_once('.') {
+        Some((t, l)) => (Some(t), None, Some(l)),
+        None => (None, None, Some(key)),
+    };
+    let (table, index, leaf) = match key.split_once('[') {
+        Some((t, rest)) => {
+            let (n, after) = rest.split_once(']')?;
+            let leaf = after.strip_prefix('.');
+            (Some(t), Some(n.parse::<usize>().ok()?), leaf)
+        }
+        None => (table, index, leaf),
+    };
+    let header = |l: &str| l.starts_with('[');
+    let is_key = |l: &str, k: &str| {
+        l.strip_prefix(k)
+            .is_some_and(|r| r.trim_start().starts_with('='))
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    // The first line of the section the key lives in.
+    let mut start = 0;
+    let mut header_line = None;
+    if let Some(t) = table {
+        let mut seen = 0usize;
+        let found = lines.iter().position(|l| {
+            let l = l.trim();
+            match index {
+                Some(n) => {
+                    let hit = l.starts_with(&format!("[[{t}]]"));
+                    if hit {
+                        seen += 1;
+                    }
+                    hit && seen == n + 1
+                }
+                None => l.starts_with(&format!("[{t}]")),
+            }
+        });
+        match found {
+            Some(i) => {
+                start = i + 1;
+                header_line = Some(i);
+            }
+            None => {
+                // Maybe a dotted key at the top level: `queue.max_frames = 5`.
+                return lines
+                    .iter()
+                    .take_while(|l| !header(l.trim()))
+                    .position(|l| is_key(l.trim(), key))
+                    .map(|i| (i + 1, lines[i].find(key).unwrap_or(0) + 1));
+            }
+        }
+    }
+    if let Some(leaf) = leaf {
+        for (i, l) in lines.iter().enumerate().skip(start) {
+            let t = l.trim();
+            if header(t) {
+                break;
+            }
+            if is_key(t, leaf) {
+                return Some((i + 1, l.find(leaf).unwrap_or(0) + 1));
+            }
+        }
+    }
+    header_line.map(|i| (i + 1, 1))
+}
+
+/// The default configuration file, every option with its default and its trade-off
+/// (`quotecast config --print-default`). Parsing it gives [`RawConfig::default`].
+pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_the_default() {
+        let raw = RawConfig::parse(DEFAULT_TOML, "default").unwrap();
+        assert_eq!(raw, RawConfig::default());
+        assert_eq!(RawConfig::parse("", "empty").unwrap(), RawConfig::default());
+    }
+
+    #[test]
+    fn raw_defaults_make_the_default_config() {
+        let from_raw = RawConfig::default().into_config().unwrap();
+        assert_eq!(format!("{from_raw:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn errors_carry_file_line_and_column() {
+        let e = RawConfig::parse("listen = \"127.0.0.1:1\"\nshards = \"two\"\n", "q.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("q.toml:2:10: "), "{e}");
+        let e = RawConfig::parse("[queue]\nmax_frame = 5\n", "q.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("q.toml:2:1: "), "{e}");
+        assert!(e.contains("max_frame"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        let text = "shards = 4\n\n[queue]\nmax_bytes = 10\n\n[[channels]]\npattern = \"a.*\"\n\n[[channels]]\npattern = \"b.**\"\n";
+        assert_eq!(locate(text, "shards"), Some((1, 1)));
+        assert_eq!(locate(text, "queue.max_bytes"), Some((4, 1)));
+        assert_eq!(locate(text, "queue.max_frames"), Some((3, 1)));
+        assert_eq!(locate(text, "channels[1]"), Some((9, 1)));
+        assert_eq!(locate(text, "channels[1].pattern"), Some((10, 1)));
+        assert_eq!(
+            locate("queue.max_bytes = 1\n", "queue.max_bytes"),
+            Some((1, 1))
+        );
+        let dir = std::env::temp_dir().join(format!("qc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.toml:9:1: channels[1]: bad channel pattern"),
+            "{e}"
+        );
+        std::fs::write(&p, text.replace("b.**", "b.*")).unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.toml:4:1: queue.max_bytes: must be at least"),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "[queue]\nmax_bytes = 1048576\n[[channels]]\npattern = \"b.**\"\n",
+        )
+        .unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.toml:3:1: channels[0]: bad channel pattern"),
+            "{e}"
+        );
+        std::fs::write(&p, "[limits]\nops_per_sec = 0.0\n").unwrap();
+        let e = RawConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.toml:2:1: limits.ops_per_sec: must be"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn demo_and_anonymous_publish_open_the_server() {
+        let mut raw = RawConfig::default();
+        raw.demo.enabled = true;
+        let c = raw.into_config().unwrap();
+        assert!(c.access.allow_anonymous && c.access.anonymous_publish);
+        assert_eq!(c.demo.map(|d| d.symbols), Some(300));
+        let mut raw = RawConfig::default();
+        raw.auth.anonymous_publish = true;
+        assert!(raw.into_config().unwrap().access.allow_anonymous);
     }
 }

@@ -20,17 +20,22 @@
 //!   loop, vectored writes, heartbeat and graceful shutdown.
 //! - [`auth`]: identities, JWT verification, channel authorization and token buckets. Pure.
 //! - [`demo`]: the simulated market behind `quotecast serve --demo`.
-//! - [`config`]: the validated configuration and its defaults.
+//! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
+//!   from.
+//! - [`metrics`]: operational statistics: per-shard snapshots merged on demand, the
+//!   Prometheus exposition served at `/metrics`, process figures. Pure.
 //!
 //! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
 //! channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
-//! `server::http`.
+//! `server::http`; a new counter in `engine::shard::ShardStats` and `metrics::render`
+//! (operations: `docs/operations.md`).
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 

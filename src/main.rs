@@ -1,13 +1,14 @@
 //! The `quotecast` binary: parses the command line and wires the server together.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use quotecast::config::{LogFormat, RawConfig};
 use quotecast::demo::DemoConfig;
-use quotecast::engine::outbound::QueueLimits;
-use quotecast::{Config, Server};
+use quotecast::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,70 +27,89 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Print or check a configuration file.
+    Config(ConfigArgs),
+}
+
+#[derive(Parser, Debug)]
+struct ConfigArgs {
+    /// Print a fully commented configuration file with every default.
+    #[arg(long)]
+    print_default: bool,
+    /// Check a configuration file and exit (non-zero with FILE:LINE:COL: reason if bad).
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
+enum LogFormatArg {
     Text,
     Json,
 }
 
+/// Flags override `QUOTECAST_*` environment variables, which override the `--config` file,
+/// which overrides the defaults (see `quotecast config --print-default`). Value flags are
+/// `Option`s without clap defaults, so `Some` means "given on the command line or in the
+/// environment"; switches are checked with `ArgMatches::value_source`.
 #[derive(Parser, Debug)]
 struct ServeArgs {
-    /// Address to listen on (WebSocket at /ws, HTTP API on the same port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Shards (threads); default one per core.
-    #[arg(long)]
+    /// TOML configuration file (see `quotecast config --print-default`).
+    #[arg(long, env = "QUOTECAST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (WebSocket at /ws, HTTP API on the same port) [default: 127.0.0.1:8080].
+    #[arg(long, env = "QUOTECAST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Shards (threads) [default: one per core].
+    #[arg(long, env = "QUOTECAST_SHARDS")]
     shards: Option<usize>,
-    /// Run the built-in simulated market.
-    #[arg(long)]
+    /// Run the built-in simulated market (opens the server to anonymous clients).
+    #[arg(long, env = "QUOTECAST_DEMO")]
     demo: bool,
-    /// Demo: quotes per second across all symbols.
-    #[arg(long, default_value_t = 2000)]
-    demo_quotes_per_sec: u32,
-    /// Demo: number of symbols.
-    #[arg(long, default_value_t = 300)]
-    demo_symbols: usize,
-    /// Server ping interval in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    heartbeat_ms: u64,
-    /// Largest client message in bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
-    max_message_bytes: usize,
-    /// Per-connection limit on queued non-conflated frames.
-    #[arg(long, default_value_t = 4096)]
-    max_queue_frames: usize,
-    /// Per-connection limit on queued non-conflated bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_queue_bytes: usize,
-    /// Most subscriptions per connection.
-    #[arg(long, default_value_t = 1024)]
-    max_subscriptions: usize,
-    /// Graceful-shutdown drain limit in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    drain_ms: u64,
+    /// Demo: quotes per second across all symbols [default: 2000].
+    #[arg(long, env = "QUOTECAST_DEMO_QUOTES_PER_SEC")]
+    demo_quotes_per_sec: Option<u32>,
+    /// Demo: number of symbols [default: 300].
+    #[arg(long, env = "QUOTECAST_DEMO_SYMBOLS")]
+    demo_symbols: Option<usize>,
+    /// Server ping interval in milliseconds [default: 30000].
+    #[arg(long, env = "QUOTECAST_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Largest client message in bytes [default: 262144].
+    #[arg(long, env = "QUOTECAST_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Per-connection limit on queued non-conflated frames [default: 4096].
+    #[arg(long, env = "QUOTECAST_MAX_QUEUE_FRAMES")]
+    max_queue_frames: Option<usize>,
+    /// Per-connection limit on queued non-conflated bytes [default: 1048576].
+    #[arg(long, env = "QUOTECAST_MAX_QUEUE_BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// Most subscriptions per connection [default: 1024].
+    #[arg(long, env = "QUOTECAST_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: Option<usize>,
+    /// Graceful-shutdown drain limit in milliseconds [default: 5000].
+    #[arg(long, env = "QUOTECAST_DRAIN_MS")]
+    drain_ms: Option<u64>,
     /// HS256 shared secret for client tokens (prefer the environment variable).
     #[arg(long, env = "QUOTECAST_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// PEM file with the RS256 public key for client tokens.
-    #[arg(long)]
-    jwt_rs256_public_key: Option<std::path::PathBuf>,
+    #[arg(long, env = "QUOTECAST_JWT_RS256_PUBLIC_KEY")]
+    jwt_rs256_public_key: Option<PathBuf>,
     /// PEM file with the ES256 public key for client tokens.
-    #[arg(long)]
-    jwt_es256_public_key: Option<std::path::PathBuf>,
+    #[arg(long, env = "QUOTECAST_JWT_ES256_PUBLIC_KEY")]
+    jwt_es256_public_key: Option<PathBuf>,
     /// Required token issuer (`iss`).
-    #[arg(long)]
+    #[arg(long, env = "QUOTECAST_JWT_ISSUER")]
     jwt_issuer: Option<String>,
     /// Required token audience (`aud`).
-    #[arg(long)]
+    #[arg(long, env = "QUOTECAST_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
     /// Let clients without a token subscribe to public channels.
-    #[arg(long)]
+    #[arg(long, env = "QUOTECAST_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
     /// Let clients without a token publish (load tests, local development; never production).
-    #[arg(long)]
+    #[arg(long, env = "QUOTECAST_ANONYMOUS_PUBLISH")]
     anonymous_publish: bool,
     /// API keys for POST /api/publish (comma-separated; prefer the environment variable).
     #[arg(
@@ -99,24 +119,114 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     api_key: Vec<String>,
-    /// Open WebSocket connections per user.
-    #[arg(long, default_value_t = 5)]
-    max_connections_per_user: usize,
-    /// Allowed browser Origin (repeatable); none allows any.
-    #[arg(long)]
+    /// Open WebSocket connections per user [default: 5].
+    #[arg(long, env = "QUOTECAST_MAX_CONNECTIONS_PER_USER")]
+    max_connections_per_user: Option<usize>,
+    /// Allowed browser Origin (repeatable, or comma-separated in the environment); none allows any.
+    #[arg(long, env = "QUOTECAST_ORIGINS", value_delimiter = ',')]
     origin: Vec<String>,
-    /// Client ops per second per connection (publishers are exempt).
-    #[arg(long, default_value_t = 50.0)]
-    ops_per_sec: f64,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Client ops per second per connection (publishers are exempt) [default: 50].
+    #[arg(long, env = "QUOTECAST_OPS_PER_SEC")]
+    ops_per_sec: Option<f64>,
+    /// Log format on stderr [default: text].
+    #[arg(long, value_enum, env = "QUOTECAST_LOG_FORMAT")]
+    log_format: Option<LogFormatArg>,
+}
+
+impl ServeArgs {
+    /// Lays the flags and environment variables that were given over `raw` (the file).
+    fn apply(&self, raw: &mut RawConfig, m: &ArgMatches) {
+        // A switch given as a flag or in the environment wins over the file, either way.
+        let given = |id: &str| {
+            matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *dst = v.clone();
+            }
+        }
+        set(&mut raw.listen, &self.listen);
+        set(&mut raw.shards, &self.shards);
+        set(&mut raw.heartbeat_ms, &self.heartbeat_ms);
+        set(&mut raw.max_message_bytes, &self.max_message_bytes);
+        set(&mut raw.queue.max_frames, &self.max_queue_frames);
+        set(&mut raw.queue.max_bytes, &self.max_queue_bytes);
+        set(&mut raw.max_subscriptions, &self.max_subscriptions);
+        set(&mut raw.shutdown.drain_ms, &self.drain_ms);
+        set(&mut raw.demo.symbols, &self.demo_symbols);
+        set(&mut raw.demo.quotes_per_sec, &self.demo_quotes_per_sec);
+        if given("demo") {
+            raw.demo.enabled = self.demo;
+        }
+        let auth = &mut raw.auth;
+        if given("allow_anonymous") {
+            auth.allow_anonymous = self.allow_anonymous;
+        }
+        if given("anonymous_publish") {
+            auth.anonymous_publish = self.anonymous_publish;
+        }
+        if given("api_key") {
+            auth.api_keys = self.api_key.clone();
+        }
+        if self.jwt_secret.is_some() {
+            auth.jwt_secret = self.jwt_secret.clone();
+        }
+        if self.jwt_rs256_public_key.is_some() {
+            auth.jwt_rs256_public_key = self.jwt_rs256_public_key.clone();
+        }
+        if self.jwt_es256_public_key.is_some() {
+            auth.jwt_es256_public_key = self.jwt_es256_public_key.clone();
+        }
+        if self.jwt_issuer.is_some() {
+            auth.jwt_issuer = self.jwt_issuer.clone();
+        }
+        if self.jwt_audience.is_some() {
+            auth.jwt_audience = self.jwt_audience.clone();
+        }
+        let limits = &mut raw.limits;
+        set(
+            &mut limits.max_connections_per_user,
+            &self.max_connections_per_user,
+        );
+        if let Some(r) = self.ops_per_sec {
+            limits.ops_per_sec = r;
+            // The burst follows the rate given on the command line.
+            limits.ops_burst = None;
+        }
+        if given("origin") {
+            limits.origins = self.origin.clone();
+        }
+        match self.log_format {
+            Some(LogFormatArg::Text) => raw.log.format = LogFormat::Text,
+            Some(LogFormatArg::Json) => raw.log.format = LogFormat::Json,
+            None => {}
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     match cli.cmd {
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => {
+            let empty = ArgMatches::default();
+            let m = matches.subcommand_matches("serve").unwrap_or(&empty);
+            serve(*a, m)
+        }
+        Cmd::Config(c) => {
+            if let Some(path) = &c.check {
+                RawConfig::load(path)?.into_config()?;
+                println!("{}: ok", path.display());
+            } else if c.print_default {
+                print!("{}", quotecast::config::DEFAULT_TOML);
+            } else {
+                anyhow::bail!("say --print-default or --check FILE");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -140,62 +250,31 @@ fn raise_open_file_limit() {
     }
 }
 
-fn serve(a: ServeArgs) -> anyhow::Result<()> {
+fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
+    let mut raw = match &a.config {
+        Some(path) => RawConfig::load(path)?,
+        None => RawConfig::default(),
+    };
+    a.apply(&mut raw, m);
+    let mut cfg = raw.into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match a.log_format {
+    match cfg.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    let mut cfg = Config {
-        listen: a.listen,
-        heartbeat: Duration::from_millis(a.heartbeat_ms),
-        max_message_bytes: a.max_message_bytes,
-        queue: QueueLimits {
-            max_frames: a.max_queue_frames,
-            max_bytes: a.max_queue_bytes,
-        },
-        drain: Duration::from_millis(a.drain_ms),
-        max_subscriptions: a.max_subscriptions,
-        ..Config::default()
-    };
-    if let Some(s) = a.shards {
-        cfg.shards = s;
+    if let Some(path) = &a.config {
+        tracing::info!(file = %path.display(), "configuration file read");
     }
+    let demo = cfg.demo.clone();
     let access = &mut cfg.access;
-    if a.demo {
-        *access = quotecast::config::AccessConfig::open();
+    if access.anonymous_publish && demo.is_none() {
+        tracing::warn!("anonymous publishing: ANYONE who can reach this port may publish; never use this in production");
     }
-    access.allow_anonymous |= a.allow_anonymous || a.anonymous_publish;
-    access.anonymous_publish |= a.anonymous_publish;
-    if a.anonymous_publish && !a.demo {
-        tracing::warn!("--anonymous-publish: ANYONE who can reach this port may publish; never use this in production");
-    }
-    access.max_connections_per_user = a.max_connections_per_user;
-    access.ops_per_sec = a.ops_per_sec;
-    access.ops_burst = (a.ops_per_sec * 2.0).max(1.0);
-    access.origins = a.origin.clone();
-    access.api_keys = a
-        .api_key
-        .iter()
-        .filter(|k| !k.is_empty())
-        .cloned()
-        .collect();
-    access.jwt.issuer = a.jwt_issuer.clone();
-    access.jwt.audience = a.jwt_audience.clone();
-    access.jwt.hs256_secret = a.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec());
-    let read_pem =
-        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    if let Some(p) = &a.jwt_rs256_public_key {
-        access.jwt.rs256_public_pem = Some(read_pem(p)?);
-    }
-    if let Some(p) = &a.jwt_es256_public_key {
-        access.jwt.es256_public_pem = Some(read_pem(p)?);
-    }
-    if a.demo {
+    if demo.is_some() {
         // Demo tokens for the demo users' private channels, signed with the configured
         // secret or a fresh random one.
         let secret = access.jwt.hs256_secret.get_or_insert_with(|| {
@@ -225,15 +304,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
              (set QUOTECAST_JWT_SECRET or --jwt-rs256-public-key, or --allow-anonymous, or use --demo)"
         );
     }
-    let demo = a.demo.then(|| DemoConfig {
-        symbols: a.demo_symbols,
-        quotes_per_sec: a.demo_quotes_per_sec,
-        ..DemoConfig::default()
-    });
     raise_open_file_limit();
     let shards = cfg.shards;
     let demo_tokens = cfg.demo_tokens.clone();
-    let server = Server::start_with_demo(cfg, demo.clone())?;
+    let server = Server::start(cfg)?;
     let addr = server.local_addr();
     // Machine-readable line for scripts and the load tester.
     println!("listening on {addr}");

@@ -158,6 +158,15 @@ impl Outbound {
         }
     }
 
+    /// Whether slot `id` holds a frame not yet written: offering another replaces it (a
+    /// conflated quote, counted by the shard for the metrics).
+    #[inline]
+    pub fn slot_is_full(&self, id: u32) -> bool {
+        self.slots
+            .get(id as usize)
+            .is_some_and(|s| s.in_use && s.frame.is_some())
+    }
+
     /// Offers the newest frame of a conflated channel. Returns `Some(when)` if `max_hz` holds
     /// it back until `when`.
     pub fn offer(

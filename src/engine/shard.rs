@@ -27,6 +27,7 @@ use super::event::{now_ns, Event};
 use super::outbound::{Frame, QueueLimits};
 use super::ring::{Recovery, Ring};
 use super::signal::Mesh;
+use crate::metrics::{ShardSnapshot, LATENCY_BUCKETS_NS};
 use crate::protocol::encode::{self, reply, Published, Subscribed};
 use crate::protocol::frame::close_frame;
 use crate::protocol::op::{Id, PubEvent, Since};
@@ -57,6 +58,15 @@ pub enum ShardMsg {
     Accept(std::net::TcpStream),
     /// Begin graceful shutdown.
     Shutdown,
+    /// Answer with this shard's statistics (the status and metrics endpoints, readiness).
+    /// Counters are plain fields of the shard, read by its own thread: nothing on the
+    /// publish path is shared or atomic.
+    Stats {
+        /// Channels with the most subscribers to list (0 for none).
+        top: usize,
+        /// Where the snapshot goes.
+        reply: oneshot::Sender<ShardSnapshot>,
+    },
 }
 
 /// How a publish is answered.
@@ -183,7 +193,9 @@ struct LocalChannel {
 }
 
 /// Counters, read by the status and metrics endpoints (merged across shards when read).
-#[derive(Debug, Default, Clone)]
+/// Plain integers touched only by the shard's own thread: the publish path pays an add,
+/// never an atomic or a lock.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShardStats {
     /// Events sequenced here.
     pub published: u64,
@@ -191,6 +203,103 @@ pub struct ShardStats {
     pub delivered: u64,
     /// Connections closed as slow consumers.
     pub slow_closes: u64,
+    /// Events sequenced here, by channel kind.
+    pub messages_in: PerKind,
+    /// Payload bytes of those events, by channel kind.
+    pub bytes_in: PerKind,
+    /// Frames handed to subscribers' queues (or conflation slots), by channel kind.
+    pub messages_out: PerKind,
+    /// Bytes of those frames, by channel kind.
+    pub bytes_out: PerKind,
+    /// Quotes replaced in a subscriber's conflation slot before being written: dropped
+    /// for that subscriber because a newer one arrived.
+    pub conflated: u64,
+    /// WebSocket connections opened here.
+    pub connects: u64,
+    /// WebSocket connections closed here, by close code (0: a code sent by a client that
+    /// is not one of the protocol's, kept apart so the label set stays bounded).
+    pub disconnects: std::collections::BTreeMap<u16, u64>,
+    /// Tokens or API keys refused.
+    pub auth_failures: AuthFailures,
+    /// Client ops refused by the per-connection rate limit.
+    pub rate_limited_ops: u64,
+    /// Connections refused by the per-IP connection rate limit (acceptor only).
+    pub rate_limited_connects: u64,
+    /// Connections refused at the `max_connections` cap (acceptor only).
+    pub refused_connections: u64,
+    /// Sum of the ingest → socket write latencies recorded in `Shard::latency`, ns.
+    pub latency_sum_ns: u64,
+}
+
+/// A counter split by channel kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PerKind {
+    /// Conflated channels.
+    pub conflated: u64,
+    /// Stream channels.
+    pub stream: u64,
+}
+
+impl PerKind {
+    /// Adds `n` to `kind`'s count.
+    #[inline]
+    pub fn add(&mut self, kind: ChannelKind, n: u64) {
+        match kind {
+            ChannelKind::Conflated => self.conflated += n,
+            ChannelKind::Stream => self.stream += n,
+        }
+    }
+
+    fn merge(&mut self, o: &PerKind) {
+        self.conflated += o.conflated;
+        self.stream += o.stream;
+    }
+}
+
+/// Refused credentials, by where they were presented.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFailures {
+    /// A token in the upgrade request (`?token=`, `Authorization`).
+    pub connect: u64,
+    /// A token in an `auth` op.
+    pub auth_op: u64,
+    /// An API key or token on `POST /api/publish`.
+    pub http: u64,
+}
+
+impl ShardStats {
+    /// Adds another shard's counters to these.
+    pub fn merge(&mut self, o: &ShardStats) {
+        self.published += o.published;
+        self.delivered += o.delivered;
+        self.slow_closes += o.slow_closes;
+        self.messages_in.merge(&o.messages_in);
+        self.bytes_in.merge(&o.bytes_in);
+        self.messages_out.merge(&o.messages_out);
+        self.bytes_out.merge(&o.bytes_out);
+        self.conflated += o.conflated;
+        self.connects += o.connects;
+        for (code, n) in &o.disconnects {
+            *self.disconnects.entry(*code).or_insert(0) += n;
+        }
+        self.auth_failures.connect += o.auth_failures.connect;
+        self.auth_failures.auth_op += o.auth_failures.auth_op;
+        self.auth_failures.http += o.auth_failures.http;
+        self.rate_limited_ops += o.rate_limited_ops;
+        self.rate_limited_connects += o.rate_limited_connects;
+        self.refused_connections += o.refused_connections;
+        self.latency_sum_ns += o.latency_sum_ns;
+    }
+
+    /// Counts a closed connection under its close code (see `disconnects`).
+    pub fn count_disconnect(&mut self, code: u16) {
+        let code = if crate::metrics::close_reason_label(code).is_some() {
+            code
+        } else {
+            0
+        };
+        *self.disconnects.entry(code).or_insert(0) += 1;
+    }
 }
 
 /// The shard.
@@ -360,6 +469,8 @@ impl Shard {
                     .entry(channel.clone())
                     .or_insert_with(|| new_owned(rules, &channel, n));
                 st.seq += 1;
+                self.stats.messages_in.add(st.kind, 1);
+                self.stats.bytes_in.add(st.kind, pe.data.len() as u64);
                 let ev = Arc::new(Event::new(
                     channel,
                     pe.event.into_boxed_str(),
@@ -417,6 +528,8 @@ impl Shard {
         };
         let now = Instant::now();
         let mut delivered = 0u64;
+        let mut bytes = 0u64;
+        let mut conflated = 0u64;
         let mut overflowed: Vec<Rc<Peer>> = Vec::new();
         // One atomic reference per event per shard; per subscriber a plain `Rc` increment.
         let json: Frame = Rc::new(ev.json.clone());
@@ -437,6 +550,7 @@ impl Shard {
                 let mut out = peer.out.borrow_mut();
                 match (ch.kind, sub.slot) {
                     (ChannelKind::Conflated, Some(slot)) => {
+                        conflated += out.slot_is_full(slot) as u64;
                         if let Some(due) = out.offer(slot, frame, ev.seq, now) {
                             peer.schedule(due);
                         }
@@ -450,11 +564,15 @@ impl Shard {
                 continue;
             }
             delivered += 1;
+            bytes += frame_len(peer.format, &json, &msgpack);
             if !peer.dirty.replace(true) {
                 self.dirty.push(peer.clone());
             }
         }
         self.stats.delivered += delivered;
+        self.stats.messages_out.add(ch.kind, delivered);
+        self.stats.bytes_out.add(ch.kind, bytes);
+        self.stats.conflated += conflated;
         if delivered > 0 {
             self.batch_ingest.push(ev.ingest);
         }
@@ -752,6 +870,7 @@ impl Shard {
             for t in self.batch_ingest.drain(..) {
                 let ns = now.saturating_duration_since(t).as_nanos() as u64;
                 let _ = self.latency.record(ns.max(1));
+                self.stats.latency_sum_ns += ns;
             }
         }
     }
@@ -761,6 +880,62 @@ impl Shard {
         self.owned
             .iter()
             .map(|(k, v)| (k, v.interest.iter().sum(), v.seq))
+    }
+}
+
+/// The size of the frame a subscriber of `format` was just handed.
+#[inline]
+fn frame_len(format: Format, json: &Frame, msgpack: &Option<Frame>) -> u64 {
+    match (format, msgpack) {
+        (Format::Msgpack, Some(m)) => m.len() as u64,
+        _ => json.len() as u64,
+    }
+}
+
+impl Shard {
+    /// This shard's statistics, for `ShardMsg::Stats`: counters, gauges, the latency
+    /// histogram folded into [`LATENCY_BUCKETS_NS`], and the `top` home channels with the
+    /// most subscribers. Runs on the shard's thread, off the publish path (O(channels)).
+    pub fn snapshot(&self, top: usize) -> ShardSnapshot {
+        let mut ring_events = 0u64;
+        let mut subscriptions = 0u64;
+        let mut ranked: Vec<(Arc<str>, u64)> = Vec::new();
+        for (name, st) in &self.owned {
+            ring_events += st.ring.len() as u64;
+            let subs: u64 = st.interest.iter().map(|&c| c as u64).sum();
+            subscriptions += subs;
+            if top > 0 && subs > 0 {
+                ranked.push((name.clone(), subs));
+            }
+        }
+        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(top);
+        // One pass over the recorded values, then cumulative sums.
+        let mut latency_buckets = vec![0u64; LATENCY_BUCKETS_NS.len()];
+        for v in self.latency.iter_recorded() {
+            // The top of the value's hdr bucket (0.1% wide): `le` errs upward, never down.
+            let ns = v.value_iterated_to();
+            let i = LATENCY_BUCKETS_NS.partition_point(|&le| le < ns);
+            if let Some(b) = latency_buckets.get_mut(i) {
+                *b += v.count_at_value();
+            }
+        }
+        for i in 1..latency_buckets.len() {
+            latency_buckets[i] += latency_buckets[i - 1];
+        }
+        ShardSnapshot {
+            shard: self.id,
+            stats: self.stats.clone(),
+            connections: self.conns.len(),
+            subscriptions,
+            channels: self.owned.len(),
+            ring_events,
+            inbox_depth: self.mesh.depth(self.id),
+            backlog: self.outgoing_len,
+            latency_buckets,
+            latency_count: self.latency.len(),
+            top_channels: ranked,
+        }
     }
 }
 
@@ -804,6 +979,32 @@ pub fn published_frame(fmt: Format, id: &Id, single: Option<&str>, seqs: &[u64])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_folds_latency_into_cumulative_buckets() {
+        let cfg = Arc::new(EngineConfig {
+            rules: ChannelRules::defaults(),
+            queue: QueueLimits {
+                max_frames: 16,
+                max_bytes: 1 << 16,
+            },
+            epoch: Arc::from("e"),
+        });
+        let mut shard = Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)));
+        for ns in [5_000, 30_000, 30_000, 2_000_000_000, 30_000_000_000] {
+            shard.latency.record(ns).unwrap();
+        }
+        let snap = shard.snapshot(0);
+        let at = |le: u64| {
+            snap.latency_buckets[LATENCY_BUCKETS_NS.iter().position(|&b| b == le).unwrap()]
+        };
+        assert_eq!(at(10_000), 1);
+        assert_eq!(at(25_000), 1);
+        assert_eq!(at(50_000), 3);
+        assert_eq!(at(2_500_000_000), 4);
+        assert_eq!(at(5_000_000_000), 4, "30 s is only in +Inf");
+        assert_eq!(snap.latency_count, 5);
+    }
 
     #[test]
     fn home_is_stable_and_spread() {

@@ -75,7 +75,16 @@ pub async fn run(
         shard.mark_dirty(&peer);
         shard.commit();
     }
-    tracing::debug!(conn = %peer.conn_id(), format = peer.format.as_str(), "connection open");
+    // Captured now: once the peer has gone, the socket no longer knows its address.
+    let remote = peer.stream.peer_addr().ok();
+    ctx.shard.borrow_mut().stats.connects += 1;
+    tracing::info!(
+        conn = %peer.conn_id(),
+        user = user.as_deref().unwrap_or("-"),
+        remote = %DisplayOpt(remote),
+        format = peer.format.as_str(),
+        "connection open"
+    );
 
     // Boxed and created on first use: most connections never need a timer, and an inline
     // `Sleep` would sit in every connection's future.
@@ -149,15 +158,37 @@ pub async fn run(
         }
     }
     let (code, reason) = peer.close_reason().unwrap_or((1006, "gone".into()));
-    tracing::debug!(conn = %peer.conn_id(), code, reason = %reason, "connection closed");
+    // The user may have authenticated after the open line.
+    let user = peer.identity.borrow().user.clone();
+    tracing::info!(
+        conn = %peer.conn_id(),
+        user = user.as_deref().unwrap_or("-"),
+        remote = %DisplayOpt(remote),
+        code,
+        reason = %reason,
+        "connection closed"
+    );
     {
         let mut shard = ctx.shard.borrow_mut();
+        shard.stats.count_disconnect(code);
         shard.remove_peer(&peer);
         shard.commit();
     }
     // Give the user's connection slot back now, not whenever the last reference drops.
     peer.user_slot.borrow_mut().take();
     ctx.on_peer_gone();
+}
+
+/// Prints an optional value or `-` (for log fields).
+struct DisplayOpt<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for DisplayOpt<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// After our close frame is out: half-close and wait briefly for the client's close or EOF,
@@ -340,6 +371,7 @@ fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
     }
     let v = peer.violations.get() + 1;
     peer.violations.set(v);
+    ctx.shard.borrow_mut().stats.rate_limited_ops += 1;
     let access = &ctx.shared.config.access;
     if v > access.max_rate_violations {
         tracing::info!(conn = %peer.conn_id(), "closing: rate limit exceeded repeatedly");
@@ -547,6 +579,7 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
     let identity = match ctx.shared.verifier.verify(token) {
         Ok(i) => i,
         Err(e) => {
+            ctx.shard.borrow_mut().stats.auth_failures.auth_op += 1;
             tracing::info!(conn = %peer.conn_id(), reason = %e, "token refused");
             if peer.identity.borrow().user.is_some() {
                 // The current token still holds; the client may retry before it expires.

@@ -273,6 +273,7 @@ pub fn start(
                 peer.authed.set(true);
             }
             Err(e) => {
+                ctx.shard.borrow_mut().stats.auth_failures.connect += 1;
                 tracing::info!(reason = %e, "token refused at connect");
                 reject = Some((4001, e.to_string()));
             }

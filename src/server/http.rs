@@ -1,5 +1,6 @@
 //! HTTP on the WebSocket port (server layer), with hyper: `POST /api/publish`, `GET
-//! /health`, precise answers to faulty upgrade requests, and upgrades that arrive on a
+//! /health` (liveness), the operations endpoints of [`super::status`] (`GET /ready`, `GET
+//! /ws/status`, `GET /health/websocket`, `GET /metrics`), precise answers to faulty upgrade requests, and upgrades that arrive on a
 //! kept-alive HTTP connection (after which the raw socket is taken back from hyper and
 //! served by [`super::conn`]). A connection's first request, when it is a WebSocket
 //! upgrade, never reaches hyper: see [`super::handshake`].
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::handshake::{self, Prefixed, HEADER_TIMEOUT};
 use super::runtime::{ConnectionGuard, ShardCtx};
+use super::status;
 use crate::auth::Role;
 use crate::engine::shard::PubReply;
 use crate::protocol::op::parse_http_publish;
@@ -51,10 +53,37 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
         (&Method::GET, "/ws") => upgrade(ctx, req),
         (&Method::POST, "/api/publish") => publish(ctx, req).await,
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
-        (_, "/ws") | (_, "/api/publish") | (_, "/health") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (&Method::GET, "/ready") => match status::ready(&ctx).await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        },
+        (&Method::GET, "/ws/status") => {
+            let body = status::status(&ctx, query_param(&req, "top")).await;
+            json(StatusCode::OK, &body)
         }
+        (&Method::GET, "/health/websocket") => {
+            let h = status::health_websocket(&ctx).await;
+            let code = if h.status == "healthy" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(code, &h)
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(status::metrics(&ctx).await)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
+        (
+            _,
+            "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"
+            | "/metrics",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (&Method::GET, p) if crate::server::assets::get(p).is_some() => asset(p),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
@@ -267,6 +296,7 @@ fn authorize_publish(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp
             "publishing needs the publisher role",
         )),
         Err(e) => {
+            ctx.shard.borrow_mut().stats.auth_failures.http += 1;
             tracing::info!(reason = %e, "HTTP publish refused");
             Err(json_error(
                 StatusCode::UNAUTHORIZED,

@@ -7,5 +7,6 @@ pub mod handshake;
 pub mod http;
 pub mod peer;
 pub mod runtime;
+pub mod status;
 
 pub use runtime::{Server, ShardReport};

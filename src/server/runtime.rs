@@ -50,6 +50,8 @@ pub struct Shared {
     /// Open WebSocket connections per user, across shards. Touched on connect, auth and
     /// close only, never on the publish path.
     pub users: Mutex<HashMap<Arc<str>, usize>>,
+    /// When the server started, for uptime.
+    pub started: Instant,
 }
 
 impl Shared {
@@ -152,12 +154,16 @@ pub struct Server {
 
 impl Server {
     /// Binds and starts all shards; returns once the socket is listening.
+    /// Runs the demo market when `config.demo` is set.
     pub fn start(config: Config) -> anyhow::Result<Server> {
-        Server::start_with_demo(config, None)
+        let demo = config.demo.clone();
+        Server::start_with_demo(config, demo)
     }
 
-    /// Like [`Server::start`], with the built-in demo market publishing on shard 0.
-    pub fn start_with_demo(config: Config, demo: Option<DemoConfig>) -> anyhow::Result<Server> {
+    /// Like [`Server::start`], with the built-in demo market publishing on shard 0 (this
+    /// `demo` replaces `config.demo`).
+    pub fn start_with_demo(mut config: Config, demo: Option<DemoConfig>) -> anyhow::Result<Server> {
+        config.demo = demo.clone();
         config.validate()?;
         let verifier = Verifier::new(&config.access.jwt)?;
         let listener =
@@ -178,6 +184,7 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             verifier,
             users: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         });
         let mut listener = Some(listener);
         let mut demo = demo;
@@ -240,9 +247,7 @@ impl Server {
         for t in self.threads {
             if let Ok(Some(r)) = t.join() {
                 let _ = merged.latency.add(&r.latency);
-                merged.stats.published += r.stats.published;
-                merged.stats.delivered += r.stats.delivered;
-                merged.stats.slow_closes += r.stats.slow_closes;
+                merged.stats.merge(&r.stats);
             }
         }
         merged
@@ -321,6 +326,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         let stream = match accepted {
             Ok((s, addr)) => {
                 if !per_ip.admit(addr.ip(), Instant::now()) {
+                    ctx.shard.borrow_mut().stats.rate_limited_connects += 1;
                     // Best effort: a clear answer if the socket takes it at once, then close.
                     let _ = s.try_write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
@@ -337,6 +343,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         let open = ctx.shared.open_sockets.fetch_add(1, Ordering::Relaxed) + 1;
         if open > ctx.shared.config.max_connections {
             ctx.shared.open_sockets.fetch_sub(1, Ordering::Relaxed);
+            ctx.shard.borrow_mut().stats.refused_connections += 1;
             tracing::warn!(open, "connection limit reached; refusing");
             drop(stream);
             continue;
@@ -454,6 +461,10 @@ async fn driver(ctx: Rc<ShardCtx>) {
                             let reconnect = ctx.shared.config.reconnect_hint.as_millis() as u64;
                             ctx.shard.borrow_mut().shutdown_all(reconnect);
                             drain_deadline = Some(Instant::now() + ctx.shared.config.drain);
+                        }
+                        ShardMsg::Stats { top, reply } => {
+                            // The asker may have given up (timeout): nothing to do then.
+                            let _ = reply.send(ctx.shard.borrow().snapshot(top));
                         }
                     }
                 }

@@ -501,3 +501,98 @@ async fn origin_allow_list_and_per_ip_connect_limit() {
     }
     assert_eq!(statuses, vec!["200", "200", "429", "429"]);
 }
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_the_logs() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let secret = "s3cr3t-never-log-me";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quotecast"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--api-key",
+            "k3y-never-log-me",
+        ])
+        .env("QUOTECAST_JWT_SECRET", secret)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let good = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub":"42","exp":unix_now()+600}),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let expired = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub":"42","exp":unix_now()-600}),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut c = Client::connect_url(&format!("ws://{addr}/ws?token={good}"), false).await;
+    c.send(json!({"op":"auth","token":expired})).await;
+    c.expect_type("error").await;
+    c.subscribe(&["user.42.orders"]).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={expired}"))
+        .await
+        .unwrap();
+    let mut bad = Client {
+        ws,
+        msgpack: false,
+        welcome: Value::Null,
+    };
+    let _ = bad.until_close().await;
+    let _ = http_with(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("X-Api-Key", "wrong-k3y-never-log-me")],
+        "{}",
+    )
+    .await;
+    let _ = http_with(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("X-Api-Key", "k3y-never-log-me")],
+        r#"{"channel":"a","event":"e","data":1}"#,
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("token refused"),
+        "the refusals were logged: {log}"
+    );
+    for s in [secret, "k3y-never-log-me", good.as_str(), expired.as_str()] {
+        assert!(!log.contains(s), "a secret or token leaked into the log");
+    }
+    // Signatures alone would identify a token too.
+    for t in [&good, &expired] {
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(!log.contains(sig));
+    }
+}

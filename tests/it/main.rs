@@ -5,6 +5,7 @@ mod badinput;
 mod board;
 mod delivery;
 mod lifecycle;
+mod ops;
 mod props;
 mod slow;
 mod util;
