@@ -504,35 +504,21 @@ async fn origin_allow_list_and_per_ip_connect_limit() {
 
 #[tokio::test]
 async fn no_secret_or_token_appears_in_the_logs() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let secret = "s3cr3t-never-log-me";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quotecast"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--api-key",
-            "k3y-never-log-me",
-        ])
-        .env("QUOTECAST_JWT_SECRET", secret)
+    let mut cmd = ServerProcess::command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--api-key",
+        "k3y-never-log-me",
+    ]);
+    cmd.env("QUOTECAST_JWT_SECRET", secret)
         .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    let srv = ServerProcess::start(&mut cmd);
+    let addr = srv.addr;
     let good = encode(
         &Header::new(Algorithm::HS256),
         &json!({"sub":"42","exp":unix_now()+600}),
@@ -574,10 +560,8 @@ async fn no_secret_or_token_appears_in_the_logs() {
         r#"{"channel":"a","event":"e","data":1}"#,
     )
     .await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    srv.sigterm();
+    let child = srv.take();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()

@@ -151,31 +151,15 @@ async fn http_endpoints() {
 
 #[tokio::test]
 async fn sigterm_on_the_binary_drains_clients_with_1012() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quotecast"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--anonymous-publish",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let srv = ServerProcess::start(&mut ServerProcess::command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--anonymous-publish",
+    ]));
+    let addr = srv.addr;
     let url = format!("ws://{addr}/ws");
     let mut c = Client::connect_url(&url, false).await;
     c.subscribe(&["trades.K"]).await;
@@ -183,11 +167,7 @@ async fn sigterm_on_the_binary_drains_clients_with_1012() {
         .map(|i| ev("trades.K", "trade", json!(i)))
         .collect();
     publish_http(addr, &evs).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    srv.sigterm();
     let (seen, closed) = c.until_close().await;
     let seqs: Vec<u64> = seen
         .iter()
@@ -200,6 +180,7 @@ async fn sigterm_on_the_binary_drains_clients_with_1012() {
         (closed.code, closed.reason.as_str()),
         (1012, "server restart")
     );
+    let mut child = srv.take();
     let exit = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

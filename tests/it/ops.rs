@@ -3,10 +3,9 @@
 //! traffic, and the example alerts and dashboard in `deploy/` against a live scrape.
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use quotecast::config::RawConfig;
@@ -49,37 +48,12 @@ fn binary(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// A server process, killed on drop.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
+/// A server process from [`binary`], killed on drop.
+struct Proc;
 
 impl Proc {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = binary(args, env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("no listening line: {line:?}"))
-            .parse()
-            .unwrap();
-        Proc { child, addr }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::start(binary(args, env).stderr(Stdio::inherit()))
     }
 }
 

@@ -357,3 +357,66 @@ pub(crate) async fn publish_http(addr: SocketAddr, events: &[Value]) -> Vec<u64>
 pub(crate) fn ev(channel: &str, event: &str, data: Value) -> Value {
     json!({"channel": channel, "event": event, "data": data})
 }
+
+/// The real `quotecast` binary as a child process: started from `cmd` (stdout is taken over
+/// to read the `listening on ADDR` line), killed on drop unless taken.
+pub(crate) struct ServerProcess {
+    child: Option<std::process::Child>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// `quotecast` with `args`, stderr discarded.
+    pub(crate) fn command(args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quotecast"));
+        cmd.args(args).stderr(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Starts `cmd` and waits for its listening line.
+    pub(crate) fn start(cmd: &mut std::process::Command) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn quotecast");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+            .parse()
+            .unwrap();
+        ServerProcess {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// Sends SIGTERM (graceful drain).
+    pub(crate) fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("still owned").id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Takes the child, to wait for it.
+    pub(crate) fn take(mut self) -> std::process::Child {
+        self.child.take().expect("still owned")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
