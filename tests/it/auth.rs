@@ -403,7 +403,8 @@ async fn op_rate_limit_trips_and_recovers_then_abuse_closes() {
         }
     }
     assert!(
-        (5..=6).contains(&pongs) && pongs + limited == 10,
+        // Burst 5, plus at most a few refilled (20/s) if sending the ten was slow.
+        (5..=8).contains(&pongs) && pongs + limited == 10,
         "{pongs} {limited}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -466,7 +467,7 @@ async fn origin_allow_list_and_per_ip_connect_limit() {
         a.allow_anonymous = true;
         a.origins = vec!["https://app.example".into()];
         a.limit_loopback = true;
-        a.connects_per_ip_per_sec = 1.0;
+        a.connects_per_ip_per_sec = 0.01; // no refill within the test
         a.connects_per_ip_burst = 4.0;
     });
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
