@@ -35,18 +35,19 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; SCRATCH_LEN]);
 }
 
-/// Serves one upgraded connection until it closes, then forgets it.
-pub async fn run(
-    ctx: Rc<ShardCtx>,
-    peer: Rc<Peer>,
+/// Registers an upgraded connection, answers or refuses it, and processes any bytes that
+/// arrived with the upgrade request. Synchronous.
+pub fn open(
+    ctx: &Rc<ShardCtx>,
+    peer: &Rc<Peer>,
     leftover: Bytes,
     reject: Option<(u16, String)>,
-) {
+) -> Option<std::net::SocketAddr> {
     ctx.shard.borrow_mut().add_peer(peer.clone());
     if let Some((code, reason)) = reject {
         // Refused after the upgrade so that a browser can read the reason in the close frame.
         let mut shard = ctx.shard.borrow_mut();
-        shard.close_peer(&peer, code, &reason, false);
+        shard.close_peer(peer, code, &reason, false);
         shard.commit();
     }
     let user = peer.identity.borrow().user.clone();
@@ -65,14 +66,13 @@ pub async fn run(
     peer.out.borrow_mut().push_control(welcome);
     if !leftover.is_empty() && !peer.is_closing() {
         let mut buf = leftover.to_vec();
-        process_input(&ctx, &peer, &mut buf);
+        process_input(ctx, peer, &mut buf);
     }
-    // `leftover` is a slice of hyper's read buffer and would pin all of it (several KiB) for
-    // the life of the connection.
+    // `leftover` may be a slice of a larger read buffer and would pin all of it.
     drop(leftover);
     {
         let mut shard = ctx.shard.borrow_mut();
-        shard.mark_dirty(&peer);
+        shard.mark_dirty(peer);
         shard.commit();
     }
     // Captured now: once the peer has gone, the socket no longer knows its address.
@@ -85,7 +85,13 @@ pub async fn run(
         format = peer.format.as_str(),
         "connection open"
     );
+    remote
+}
 
+/// Serves an opened connection (see [`open`]) until it closes, then forgets it. Kept apart
+/// from `open` so that the opening's arguments and temporaries are not stored in the
+/// connection's future for its whole life.
+pub async fn serve(ctx: Rc<ShardCtx>, peer: Rc<Peer>, remote: Option<std::net::SocketAddr>) {
     // Boxed and created on first use: most connections never need a timer, and an inline
     // `Sleep` would sit in every connection's future.
     let mut timer: Option<Pin<Box<Sleep>>> = None;
@@ -96,7 +102,8 @@ pub async fn run(
             PeerState::Closing => {
                 let deadline = *close_deadline.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
                 if !peer.has_output() {
-                    linger(&peer, deadline).await;
+                    // Boxed: reached once per connection, it need not sit in every connection's future.
+                    Box::pin(linger(&peer, deadline)).await;
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -175,7 +182,7 @@ pub async fn run(
         shard.commit();
     }
     // Give the user's connection slot back now, not whenever the last reference drops.
-    peer.user_slot.borrow_mut().take();
+    peer.release_user_slot();
     ctx.on_peer_gone();
 }
 
@@ -606,7 +613,7 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
             return;
         }
         (None, Some(new)) => match ctx.shared.reserve_user(new) {
-            Some(slot) => *peer.user_slot.borrow_mut() = Some(slot),
+            Some(slot) => peer.set_user_slot(slot),
             None => {
                 let max = ctx.shared.config.access.max_connections_per_user;
                 let reason = format!("too many connections for this user (limit {max})");
@@ -630,7 +637,7 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
     }
     *peer.identity.borrow_mut() = identity;
     peer.authed.set(true);
-    peer.auth_deadline.set(None);
+    peer.set_auth_deadline(None);
     // A refreshed token may grant less than before: drop what it no longer allows.
     let names: Vec<Arc<str>> = peer.subs.borrow().keys().cloned().collect();
     let mut revoked = Vec::new();

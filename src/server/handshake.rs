@@ -259,7 +259,7 @@ pub fn start(
             Ok(identity) => {
                 if let Some(user) = &identity.user {
                     match ctx.shared.reserve_user(user) {
-                        Some(slot) => *peer.user_slot.borrow_mut() = Some(slot),
+                        Some(slot) => peer.set_user_slot(slot),
                         None => {
                             let max = access.max_connections_per_user;
                             reject = Some((
@@ -285,7 +285,7 @@ pub fn start(
             if access.allow_anonymous {
                 peer.authed.set(true);
             } else if ctx.shared.verifier.enabled() {
-                peer.auth_deadline.set(Some(now + access.auth_timeout));
+                peer.set_auth_deadline(Some(now + access.auth_timeout));
             } else {
                 reject = Some((
                     4001,
@@ -298,8 +298,9 @@ pub fn start(
         *peer.bucket.borrow_mut() =
             Some(TokenBucket::new(access.ops_per_sec, access.ops_burst, now));
     }
+    let remote = conn::open(&ctx, &peer, leftover, reject);
     tokio::task::spawn_local(async move {
-        conn::run(ctx, peer, leftover, reject).await;
+        conn::serve(ctx, peer, remote).await;
         drop(guard);
     });
 }

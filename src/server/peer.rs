@@ -45,6 +45,21 @@ pub struct PendingAck {
     remaining: usize,
 }
 
+/// Per-connection state that most connections never need.
+#[derive(Debug, Default)]
+struct Rare {
+    close_reason: Option<(u16, String)>,
+    acks: AHashMap<u32, PendingAck>,
+    next_token: u32,
+    /// Replies issued while subscribes were in flight, held so that replies keep the order
+    /// of the ops that caused them (a `pong` never overtakes an earlier `subscribed`).
+    deferred: Vec<Bytes>,
+    /// This connection's place in its user's connection count.
+    user_slot: Option<UserSlot>,
+    /// Deadline for the `auth` op of a connection that has not authenticated.
+    auth_deadline: Option<Instant>,
+}
+
 /// The connection.
 #[derive(Debug)]
 pub struct Peer {
@@ -69,27 +84,20 @@ pub struct Peer {
     /// Next `max_hz` release.
     pub next_due: Cell<Option<Instant>>,
     state: Cell<PeerState>,
-    close_reason: RefCell<Option<(u16, String)>>,
-    acks: RefCell<AHashMap<u32, PendingAck>>,
-    next_token: Cell<u32>,
+    /// What only some connections need (a close reason, publish acks, held replies, a user
+    /// slot), allocated on first use: an idle subscriber does not pay for it.
+    rare: RefCell<Option<Box<Rare>>>,
     /// Subscribe requests awaiting their home shard's reply.
     inflight_subs: Cell<u32>,
-    /// Replies issued while subscribes were in flight, held so that replies keep the order
-    /// of the ops that caused them (a `pong` never overtakes an earlier `subscribed`).
-    deferred: RefCell<Vec<Bytes>>,
     /// Who is on this connection.
     pub identity: RefCell<Identity>,
     /// Whether the connection may use ops other than `auth` and `ping`: it presented a valid
     /// token, or anonymous access is allowed.
     pub authed: Cell<bool>,
-    /// Holds this connection's place in its user's connection count.
-    pub user_slot: RefCell<Option<UserSlot>>,
     /// Client op rate limit (none for publishers).
     pub bucket: RefCell<Option<TokenBucket>>,
     /// Ops refused by the rate limit so far.
     pub violations: Cell<u32>,
-    /// Deadline for the `auth` op of a connection that has not authenticated.
-    pub auth_deadline: Cell<Option<Instant>>,
     /// Last client op, for the idle timeout.
     pub last_op: Cell<Instant>,
     /// Client frame decoder.
@@ -111,10 +119,8 @@ impl Peer {
         Peer {
             identity: RefCell::new(Identity::anonymous(Role::Subscriber)),
             authed: Cell::new(false),
-            user_slot: RefCell::new(None),
             bucket: RefCell::new(None),
             violations: Cell::new(0),
-            auth_deadline: Cell::new(None),
             last_op: Cell::new(now),
             id,
             format,
@@ -127,11 +133,8 @@ impl Peer {
             last_rx: Cell::new(Instant::now()),
             next_due: Cell::new(None),
             state: Cell::new(PeerState::Open),
-            close_reason: RefCell::new(None),
-            acks: RefCell::new(AHashMap::new()),
-            next_token: Cell::new(0),
+            rare: RefCell::new(None),
             inflight_subs: Cell::new(0),
-            deferred: RefCell::new(Vec::new()),
             decoder: RefCell::new(Decoder::new(max_message)),
             inbuf: RefCell::new(Vec::new()),
         }
@@ -154,7 +157,10 @@ impl Peer {
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<(u16, String)> {
-        self.close_reason.borrow().clone()
+        self.rare
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.close_reason.clone())
     }
 
     /// Queues `close` and stops accepting frames.
@@ -164,15 +170,15 @@ impl Peer {
         }
         self.out.borrow_mut().close(close, discard);
         self.state.set(PeerState::Closing);
-        *self.close_reason.borrow_mut() = Some((code, reason.to_string()));
+        self.rare_mut().close_reason = Some((code, reason.to_string()));
         self.signal.notify();
     }
 
     /// The socket is unusable.
     pub fn set_dead(&self, why: &str) {
         if self.state.get() != PeerState::Dead {
-            if self.close_reason.borrow().is_none() {
-                *self.close_reason.borrow_mut() = Some((1006, why.to_string()));
+            if self.close_reason().is_none() {
+                self.rare_mut().close_reason = Some((1006, why.to_string()));
             }
             self.state.set(PeerState::Dead);
             self.signal.notify();
@@ -235,16 +241,48 @@ impl Peer {
         }
     }
 
+    /// The rarely needed state, allocated on first use.
+    fn rare_mut(&self) -> std::cell::RefMut<'_, Rare> {
+        std::cell::RefMut::map(self.rare.borrow_mut(), |r| {
+            &mut **r.get_or_insert_with(Box::default)
+        })
+    }
+
+    /// Holds `slot` (this connection's place in its user's connection count).
+    pub fn set_user_slot(&self, slot: UserSlot) {
+        self.rare_mut().user_slot = Some(slot);
+    }
+
+    /// Deadline for the `auth` op, while the connection has no identity.
+    pub fn auth_deadline(&self) -> Option<Instant> {
+        self.rare.borrow().as_ref().and_then(|r| r.auth_deadline)
+    }
+
+    /// Sets or clears the `auth` deadline.
+    pub fn set_auth_deadline(&self, d: Option<Instant>) {
+        if d.is_some() || self.rare.borrow().is_some() {
+            self.rare_mut().auth_deadline = d;
+        }
+    }
+
+    /// Gives the user's connection slot back.
+    pub fn release_user_slot(&self) {
+        if let Some(r) = self.rare.borrow_mut().as_mut() {
+            r.user_slot = None;
+        }
+    }
+
     /// Queues a reply to an op, behind any subscribe still in flight.
     pub fn reply(&self, frame: Bytes) -> Result<(), Overflow> {
         if self.inflight_subs.get() == 0 {
             return self.out.borrow_mut().push(frame);
         }
-        let mut d = self.deferred.borrow_mut();
-        if d.len() >= self.out.borrow().limits().max_frames {
+        let max = self.out.borrow().limits().max_frames;
+        let mut rare = self.rare_mut();
+        if rare.deferred.len() >= max {
             return Err(Overflow);
         }
-        d.push(frame);
+        rare.deferred.push(frame);
         Ok(())
     }
 
@@ -261,7 +299,10 @@ impl Peer {
         if n > 0 {
             return Ok(());
         }
-        let held = std::mem::take(&mut *self.deferred.borrow_mut());
+        let held = match self.rare.borrow_mut().as_mut() {
+            Some(r) => std::mem::take(&mut r.deferred),
+            None => return Ok(()),
+        };
         let mut out = self.out.borrow_mut();
         for f in held {
             out.push(f)?;
@@ -277,9 +318,10 @@ impl Peer {
 
     /// Registers a publish ack to be completed by `complete_ack`; returns its token.
     pub fn new_ack(&self, id: Id, single: Option<Arc<str>>, events: usize) -> u32 {
-        let token = self.next_token.get();
-        self.next_token.set(token.wrapping_add(1));
-        self.acks.borrow_mut().insert(
+        let mut rare = self.rare_mut();
+        let token = rare.next_token;
+        rare.next_token = token.wrapping_add(1);
+        rare.acks.insert(
             token,
             PendingAck {
                 id,
@@ -293,12 +335,15 @@ impl Peer {
 
     /// Drops a pending ack (the publish was refused).
     pub fn cancel_ack(&self, token: u32) {
-        self.acks.borrow_mut().remove(&token);
+        if let Some(r) = self.rare.borrow_mut().as_mut() {
+            r.acks.remove(&token);
+        }
     }
 
     /// Records seqs for a pending ack; returns the ack frame once all are known.
     pub fn complete_ack(&self, token: u32, seqs: &[(u16, u64)]) -> Option<Bytes> {
-        let mut acks = self.acks.borrow_mut();
+        let mut rare = self.rare.borrow_mut();
+        let acks = &mut rare.as_mut()?.acks;
         let pending = acks.get_mut(&token)?;
         for &(i, s) in seqs {
             if let Some(slot) = pending.seqs.get_mut(i as usize) {

@@ -504,7 +504,7 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
             }
             if p.identity.borrow().exp.is_some_and(|exp| exp <= unix) {
                 closes.push((p.clone(), 4002, "token expired"));
-            } else if p.auth_deadline.get().is_some_and(|d| d <= now) {
+            } else if p.auth_deadline().is_some_and(|d| d <= now) {
                 closes.push((p.clone(), 4003, "authentication timeout"));
             } else if p.subs.borrow().is_empty()
                 && now.saturating_duration_since(p.last_op.get()) > idle
