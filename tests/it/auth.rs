@@ -48,14 +48,7 @@ async fn connect_with(srv: &TestServer, tok: &str) -> Client {
 
 /// Connects and expects the server to close right after the upgrade.
 async fn refused(srv: &TestServer, query: &str) -> Closed {
-    let (ws, _) = tokio_tungstenite::connect_async(srv.url(query))
-        .await
-        .expect("upgrade");
-    let mut c = Client {
-        ws,
-        msgpack: false,
-        welcome: Value::Null,
-    };
+    let mut c = Client::upgrade(srv.url(query)).await;
     let (seen, closed) = c.until_close().await;
     assert!(seen.iter().all(|v| v["type"] != "welcome"), "{seen:?}");
     closed
@@ -220,12 +213,7 @@ async fn rs256_and_es256_tokens_and_the_bearer_header() {
         "Authorization",
         format!("Bearer {}", user("11")).parse().unwrap(),
     );
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let mut c = Client {
-        ws,
-        msgpack: false,
-        welcome: Value::Null,
-    };
+    let mut c = Client::upgrade(req).await;
     assert_eq!(c.expect_type("welcome").await["user"], "11");
 }
 
@@ -362,14 +350,7 @@ async fn sixth_connection_of_a_user_is_refused_and_a_slot_frees_on_close() {
     drop(first);
     let mut ok = false;
     for _ in 0..150 {
-        let (ws, _) = tokio_tungstenite::connect_async(srv.url(&format!("?token={t}")))
-            .await
-            .unwrap();
-        let mut c = Client {
-            ws,
-            msgpack: false,
-            welcome: Value::Null,
-        };
+        let mut c = Client::upgrade(srv.url(&format!("?token={t}"))).await;
         if let Ok(v) = c.next().await {
             if v["type"] == "welcome" {
                 ok = true;
@@ -536,14 +517,7 @@ async fn no_secret_or_token_appears_in_the_logs() {
     c.send(json!({"op":"auth","token":expired})).await;
     c.expect_type("error").await;
     c.subscribe(&["user.42.orders"]).await;
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={expired}"))
-        .await
-        .unwrap();
-    let mut bad = Client {
-        ws,
-        msgpack: false,
-        welcome: Value::Null,
-    };
+    let mut bad = Client::upgrade(format!("ws://{addr}/ws?token={expired}")).await;
     let _ = bad.until_close().await;
     let _ = http_with(
         addr,

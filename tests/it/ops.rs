@@ -99,14 +99,7 @@ async fn config_file_then_environment_then_flags_take_precedence() {
     // A switch in the environment turns off what the file turned on.
     let env = [("QUOTECAST_ALLOW_ANONYMOUS", "false")];
     let p = Proc::spawn(&["serve", "--config", f], &env);
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", p.addr))
-        .await
-        .unwrap();
-    let mut c = Client {
-        ws,
-        msgpack: false,
-        welcome: Value::Null,
-    };
+    let mut c = Client::upgrade(format!("ws://{}/ws", p.addr)).await;
     let (_, closed) = c.until_close().await;
     assert_eq!(closed.code, 4001, "{closed:?}");
 }
@@ -323,14 +316,7 @@ async fn auth_failures_and_rate_limits_are_counted() {
         c.access.ops_per_sec = 1.0;
         c.access.ops_burst = 1.0;
     });
-    let (ws, _) = tokio_tungstenite::connect_async(srv.url("?token=not.a.jwt"))
-        .await
-        .unwrap();
-    let mut bad = Client {
-        ws,
-        msgpack: false,
-        welcome: Value::Null,
-    };
+    let mut bad = Client::upgrade(srv.url("?token=not.a.jwt")).await;
     let _ = bad.until_close().await;
     let (code, _) = http_with(
         srv.addr,

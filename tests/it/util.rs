@@ -100,6 +100,22 @@ impl Client {
         c
     }
 
+    /// Completes the upgrade (JSON format) without reading anything: for connections the
+    /// server may refuse right after the upgrade, or whose welcome the test checks itself.
+    pub(crate) async fn upgrade(
+        req: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Client {
+        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("upgrade in time")
+            .expect("upgrade");
+        Client {
+            ws,
+            msgpack: false,
+            welcome: Value::Null,
+        }
+    }
+
     pub(crate) async fn connect_url(url: &str, msgpack: bool) -> Client {
         let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
