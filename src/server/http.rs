@@ -139,10 +139,7 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then_some(v)
-    })
+    handshake::query_param(req.uri().query()?, key)
 }
 
 fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
