@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{ChannelAccess, JwtConfig};
+use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::demo::DemoConfig;
 use crate::engine::channel::{ChannelKind, ChannelPolicy, ChannelRule, ChannelRules};
 use crate::engine::outbound::QueueLimits;
@@ -65,6 +66,8 @@ pub struct Config {
     pub demo: Option<DemoConfig>,
     /// Log output.
     pub log: LogConfig,
+    /// Cluster mode on Redis, when `Some` (`--redis`). Default off: a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             demo_tokens: Vec::new(),
             demo: None,
             log: LogConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -336,6 +340,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[demo]`.
     pub demo: RawDemo,
+    /// `[cluster]`.
+    pub cluster: RawCluster,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
 }
@@ -557,6 +563,7 @@ impl Default for RawConfig {
                 symbols: d.symbols,
                 quotes_per_sec: d.quotes_per_sec,
             },
+            cluster: RawCluster::from_config(c.cluster.as_ref()),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
                 ch("quotes.*", Conflated, 1, Public),
@@ -734,6 +741,11 @@ impl RawConfig {
                 format: self.log.format,
                 filter: self.log.filter.clone(),
             },
+            cluster: self
+                .cluster
+                .clone()
+                .into_config()
+                .map_err(|(key, reason)| invalid(key, reason))?,
         };
         cfg.validate()?;
         Ok(cfg)

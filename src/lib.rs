@@ -22,6 +22,9 @@
 //! - [`demo`]: the simulated market behind `quotecast serve --demo`.
 //! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
 //!   from.
+//! - [`cluster`]: cluster mode on Redis (`--redis`): the bridge thread that has Redis
+//!   sequence publishes, delivers them to the home shards in order, fills gaps from Redis
+//!   history, and keeps cluster-wide presence.
 //! - [`metrics`]: operational statistics: per-shard snapshots merged on demand, the
 //!   Prometheus exposition served at `/metrics`, process figures. Pure.
 //!
@@ -32,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;

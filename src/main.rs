@@ -131,6 +131,15 @@ struct ServeArgs {
     /// Log format on stderr [default: text].
     #[arg(long, value_enum, env = "QUOTECAST_LOG_FORMAT")]
     log_format: Option<LogFormatArg>,
+    /// Cluster mode: the Redis every node shares, `redis://[:password@]host:port[/db]`.
+    #[arg(long, env = "QUOTECAST_REDIS", hide_env_values = true, value_name = "URL")]
+    redis: Option<String>,
+    /// Cluster mode: this node's name, unique per running node [default: random].
+    #[arg(long, env = "QUOTECAST_NODE_ID")]
+    node_id: Option<String>,
+    /// Cluster mode: a crashed node's presence entries vanish after this [default: 10000].
+    #[arg(long, env = "QUOTECAST_PRESENCE_TTL_MS")]
+    presence_ttl_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -186,6 +195,9 @@ impl ServeArgs {
         if self.jwt_audience.is_some() {
             auth.jwt_audience = self.jwt_audience.clone();
         }
+        set(&mut raw.cluster.redis, &self.redis);
+        set(&mut raw.cluster.node_id, &self.node_id);
+        set(&mut raw.cluster.presence_ttl_ms, &self.presence_ttl_ms);
         let limits = &mut raw.limits;
         set(
             &mut limits.max_connections_per_user,

@@ -65,6 +65,16 @@ impl Ring {
         }
     }
 
+    /// Forgets every event (the channel's sequence restarted or skipped).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// How many events the ring retains at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Number of events retained.
     pub fn len(&self) -> usize {
         self.buf.len()

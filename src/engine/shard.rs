@@ -27,6 +27,7 @@ use super::event::{now_ns, Event};
 use super::outbound::{Frame, QueueLimits};
 use super::ring::{Recovery, Ring};
 use super::signal::Mesh;
+use crate::cluster::{Cluster, Control, RawEvent};
 use crate::metrics::{ShardSnapshot, LATENCY_BUCKETS_NS};
 use crate::protocol::encode::{self, reply, Published, Subscribed};
 use crate::protocol::frame::close_frame;
@@ -46,7 +47,10 @@ pub struct EngineConfig {
     /// Per-connection queue bounds.
     pub queue: QueueLimits,
     /// This process's epoch (hex): a `since` from another epoch cannot be recovered.
+    /// In cluster mode every channel has its own epoch, kept in Redis.
     pub epoch: Arc<str>,
+    /// Cluster mode: the node's Redis bridge.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A message between shards.
@@ -58,6 +62,13 @@ pub enum ShardMsg {
     Accept(std::net::TcpStream),
     /// Begin graceful shutdown.
     Shutdown,
+    /// Answer with the subscriber count of a channel this shard is home to.
+    Subscribers {
+        /// Channel.
+        channel: String,
+        /// Where the count goes.
+        reply: oneshot::Sender<u64>,
+    },
     /// Answer with this shard's statistics (the status and metrics endpoints, readiness).
     /// Counters are plain fields of the shard, read by its own thread: nothing on the
     /// publish path is shared or atomic.
@@ -88,10 +99,44 @@ pub enum PubReply {
     /// An HTTP request; `idx` are the events' positions in its batch.
     Http {
         /// Where the `(position, seq)` pairs go.
-        tx: oneshot::Sender<Vec<(u16, u64)>>,
+        tx: oneshot::Sender<Result<Vec<(u16, u64)>, PublishError>>,
         /// Positions in the original batch.
         idx: Vec<u16>,
     },
+}
+
+/// Why a publish accepted for sequencing did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Cluster mode: Redis is unreachable, so no sequence number can be assigned.
+    #[error("the cluster's Redis is unreachable; retry")]
+    Unavailable,
+}
+
+impl PublishError {
+    /// The protocol's error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            PublishError::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Cluster mode: a channel's state read from Redis, for its home shard.
+#[derive(Debug)]
+pub struct SyncMsg {
+    /// Channel.
+    pub channel: Arc<str>,
+    /// Its epoch ("" while Redis was unreachable at join).
+    pub epoch: Arc<str>,
+    /// Its last sequence number.
+    pub seq: u64,
+    /// Its history, oldest first (up to the ring's size).
+    pub events: Vec<RawEvent>,
+    /// The channel was already joined and its history was lost: subscribers must be told.
+    pub reset: bool,
+    /// The join this answers (a channel left and joined again is a new join).
+    pub join_id: u64,
 }
 
 /// A subscription request sent to the channel's home shard.
@@ -151,6 +196,37 @@ pub enum Remote {
         /// `(position, seq)` pairs.
         seqs: Vec<(u16, u64)>,
     },
+    /// A WebSocket publisher's publish did not happen (cluster mode).
+    PublishFailed {
+        /// Publisher connection.
+        conn: u64,
+        /// Its pending ack.
+        token: u32,
+        /// Why.
+        error: PublishError,
+    },
+    /// Cluster mode: an event sequenced in Redis (this shard is its channel's home).
+    Sequenced(Box<RawEvent>),
+    /// Cluster mode: a channel's state read from Redis (this shard is home).
+    Sync(Box<SyncMsg>),
+    /// Cluster mode: a channel lost history; tell this shard's subscribers.
+    Resync {
+        /// Channel.
+        channel: Arc<str>,
+        /// Its new epoch.
+        epoch: Arc<str>,
+        /// Its sequence number now: events continue after it.
+        seq: u64,
+        /// Its kind.
+        kind: ChannelKind,
+    },
+    /// Cluster mode: close a connection refused by the cluster-wide per-user limit.
+    Refuse {
+        /// Connection.
+        conn: u64,
+        /// Close reason.
+        reason: String,
+    },
 }
 
 /// A publish could not be accepted now.
@@ -158,10 +234,26 @@ pub enum Remote {
 #[error("the server is overloaded; retry")]
 pub struct Overloaded;
 
+/// Cluster mode: where a home channel stands with Redis.
+#[derive(Debug)]
+enum Join {
+    /// Single node: the shard sequences the channel itself.
+    Local,
+    /// Waiting for the channel's state from Redis; subscribe requests wait here.
+    Joining(Vec<SubReq>),
+    /// Events come from Redis.
+    Joined,
+}
+
 /// A channel this shard is home to.
 #[derive(Debug)]
 struct Owned {
     seq: u64,
+    /// The channel's epoch: the process's in single-node mode, Redis's in cluster mode.
+    epoch: Arc<str>,
+    join: Join,
+    /// Cluster mode: which join of this channel the state belongs to.
+    join_id: u64,
     ring: Ring,
     kind: ChannelKind,
     /// Subscriptions per shard.
@@ -315,6 +407,7 @@ pub struct Shard {
     outgoing: Vec<Vec<Remote>>,
     outgoing_len: usize,
     next_sub: u64,
+    next_join: u64,
     /// Ingest instants of events fanned out here since the last commit.
     batch_ingest: Vec<Instant>,
     /// Ingest → socket write latency, ns.
@@ -348,6 +441,7 @@ impl Shard {
             outgoing: (0..n).map(|_| Vec::new()).collect(),
             outgoing_len: 0,
             next_sub: 1,
+            next_join: 0,
             batch_ingest: Vec::new(),
             // 1 ns .. 60 s at 3 significant digits; the bounds are constants that are valid.
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
@@ -420,6 +514,22 @@ impl Shard {
                 format,
             } => self.on_unsubscribe(&channel, shard, format),
             Remote::PublishAck { conn, token, seqs } => self.on_publish_ack(conn, token, seqs),
+            Remote::PublishFailed { conn, token, error } => {
+                self.on_publish_failed(conn, token, error)
+            }
+            Remote::Sequenced(ev) => self.on_sequenced(*ev),
+            Remote::Sync(msg) => self.on_sync(*msg),
+            Remote::Resync {
+                channel,
+                epoch,
+                seq,
+                kind,
+            } => self.on_resync(&channel, &epoch, seq, kind),
+            Remote::Refuse { conn, reason } => {
+                if let Some(peer) = self.conns.get(&conn).cloned() {
+                    self.close_peer(&peer, 4010, &reason, false);
+                }
+            }
         }
     }
 
@@ -434,6 +544,19 @@ impl Shard {
     ) -> Result<(), Overloaded> {
         if self.outgoing_len > OUTGOING_LIMIT {
             return Err(Overloaded);
+        }
+        if let Some(cluster) = &self.cfg.cluster {
+            // Redis sequences; every node (this one too) delivers from Redis pub/sub.
+            let idx = (0..events.len() as u16).collect();
+            let events = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as u16, e))
+                .collect();
+            return match cluster.publish(events, make_reply(idx)) {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Overloaded),
+            };
         }
         let n = self.mesh.len();
         let mut parts: Vec<Vec<(u16, PubEvent)>> = (0..n).map(|_| Vec::new()).collect();
@@ -464,10 +587,11 @@ impl Shard {
             let ev = {
                 let n = self.mesh.len();
                 let rules = &self.cfg.rules;
+                let epoch = &self.cfg.epoch;
                 let st = self
                     .owned
                     .entry(channel.clone())
-                    .or_insert_with(|| new_owned(rules, &channel, n));
+                    .or_insert_with(|| new_owned(rules, &channel, n, epoch, false));
                 st.seq += 1;
                 self.stats.messages_in.add(st.kind, 1);
                 self.stats.bytes_in.add(st.kind, pe.data.len() as u64);
@@ -489,7 +613,7 @@ impl Shard {
         match reply {
             PubReply::None => {}
             PubReply::Http { tx, .. } => {
-                let _ = tx.send(seqs);
+                let _ = tx.send(Ok(seqs));
             }
             PubReply::Peer {
                 shard, conn, token, ..
@@ -654,17 +778,52 @@ impl Shard {
     fn on_subscribe(&mut self, req: SubReq) {
         let n = self.mesh.len();
         let rules = &self.cfg.rules;
-        let st = self
-            .owned
-            .entry(req.channel.clone())
-            .or_insert_with(|| new_owned(rules, &req.channel, n));
+        let cluster = self.cfg.cluster.as_ref();
+        let epoch = &self.cfg.epoch;
+        let mut joining = false;
+        let st = self.owned.entry(req.channel.clone()).or_insert_with(|| {
+            joining = cluster.is_some();
+            new_owned(rules, &req.channel, n, epoch, cluster.is_some())
+        });
         if req.new {
             st.interest[req.shard] += 1;
             if req.format == Format::Msgpack {
                 st.msgpack += 1;
             }
         }
-        let epoch = self.cfg.epoch.clone();
+        if let Some(cl) = cluster {
+            if req.new {
+                cl.control(Control::Subs {
+                    channel: req.channel.clone(),
+                    count: st.interest.iter().sum(),
+                });
+            }
+            if joining {
+                self.next_join += 1;
+                st.join_id = self.next_join;
+                cl.control(Control::Join {
+                    join_id: st.join_id,
+                    channel: req.channel.clone(),
+                    home: self.id,
+                    kind: st.kind,
+                    history: st.ring.capacity(),
+                });
+            }
+            if let Join::Joining(parked) = &mut st.join {
+                parked.push(req);
+                return;
+            }
+        }
+        self.answer_subscribe(req);
+    }
+
+    /// Answers a subscribe request for a channel whose state is known: the ack's seq and
+    /// epoch, and the snapshot or the events after `since`.
+    fn answer_subscribe(&mut self, req: SubReq) {
+        let Some(st) = self.owned.get(&req.channel) else {
+            return;
+        };
+        let epoch = st.epoch.clone();
         let (recovered, replay): (Option<bool>, Vec<Arc<Event>>) = match &req.since {
             Some(since) if since.epoch.as_deref().is_some_and(|e| *e != *epoch) => {
                 (Some(false), Vec::new())
@@ -699,6 +858,155 @@ impl Shard {
         self.route(req.shard, Remote::SubscribeResp(resp));
     }
 
+    // ---- cluster mode -------------------------------------------------------------------
+
+    /// An event sequenced in Redis, for a channel this shard is home to: encoded once,
+    /// kept in the ring, fanned out.
+    fn on_sequenced(&mut self, raw: RawEvent) {
+        let Some(st) = self.owned.get_mut(&raw.channel) else {
+            return;
+        };
+        // Before the join answer (or from an earlier join), or of another epoch than the
+        // one announced: the bridge sends a `Sync` before anything of a new epoch.
+        if !matches!(st.join, Join::Joined) || raw.epoch != st.epoch || raw.seq <= st.seq {
+            return;
+        }
+        if raw.seq != st.seq + 1 {
+            // A conflated channel may skip; its ring keeps only contiguous events.
+            st.ring.clear();
+        }
+        st.seq = raw.seq;
+        self.stats.messages_in.add(st.kind, 1);
+        self.stats.bytes_in.add(st.kind, raw.data.len() as u64);
+        let ev = Arc::new(Event::new(
+            raw.channel,
+            raw.event,
+            raw.seq,
+            raw.ts,
+            raw.data,
+            st.msgpack > 0,
+        ));
+        st.ring.push(ev.clone());
+        self.stats.published += 1;
+        self.forward(&ev);
+    }
+
+    /// A channel's state from Redis: the join answer (parked subscribes are answered now),
+    /// or a reset after history was lost (every subscriber is told).
+    fn on_sync(&mut self, msg: SyncMsg) {
+        let Some(st) = self.owned.get_mut(&msg.channel) else {
+            return;
+        };
+        if msg.join_id != st.join_id {
+            return; // An answer to an earlier join of this channel.
+        }
+        let (parked, was_joined) = match std::mem::replace(&mut st.join, Join::Joined) {
+            Join::Joining(p) => (p, false),
+            Join::Joined if msg.reset => (Vec::new(), true),
+            other => {
+                st.join = other;
+                return;
+            }
+        };
+        st.epoch = msg.epoch.clone();
+        st.seq = msg.seq;
+        st.ring.clear();
+        let with_msgpack = st.msgpack > 0;
+        for raw in msg.events {
+            if raw.seq > msg.seq {
+                break;
+            }
+            st.ring.push(Arc::new(Event::new(
+                raw.channel,
+                raw.event,
+                raw.seq,
+                raw.ts,
+                raw.data,
+                with_msgpack,
+            )));
+        }
+        let kind = st.kind;
+        let interest: Vec<usize> = st
+            .interest
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(s, _)| s)
+            .collect();
+        for req in parked {
+            self.answer_subscribe(req);
+        }
+        if was_joined {
+            for s in interest {
+                self.route(
+                    s,
+                    Remote::Resync {
+                        channel: msg.channel.clone(),
+                        epoch: msg.epoch.clone(),
+                        seq: msg.seq,
+                        kind,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Tells this shard's subscribers of `channel` that events may have been lost: an
+    /// unsolicited `subscribed` with `recovered: false` and `resync: true`.
+    fn on_resync(&mut self, channel: &Arc<str>, epoch: &Arc<str>, seq: u64, kind: ChannelKind) {
+        let Some(ch) = self.local.get(channel) else {
+            return;
+        };
+        let subs: Vec<Rc<Sub>> = ch.subs.iter().filter(|s| !s.pending.get()).cloned().collect();
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        let mut overflowed = Vec::new();
+        for sub in subs {
+            sub.last_seq.set(seq);
+            let peer = &sub.peer;
+            let i = (peer.format == Format::Msgpack) as usize;
+            let frame = frames[i]
+                .get_or_insert_with(|| {
+                    reply(
+                        peer.format,
+                        &Subscribed {
+                            kind: "subscribed",
+                            id: None,
+                            channel,
+                            channel_kind: kind.as_str(),
+                            seq,
+                            epoch,
+                            recovered: Some(false),
+                            resync: true,
+                        },
+                    )
+                })
+                .clone();
+            if peer.reply(frame).is_err() {
+                overflowed.push(peer.clone());
+                continue;
+            }
+            self.mark_dirty(peer);
+        }
+        for p in overflowed {
+            self.stats.slow_closes += 1;
+            self.close_peer(&p, 4008, "slow consumer", true);
+        }
+    }
+
+    fn on_publish_failed(&mut self, conn: u64, token: u32, error: PublishError) {
+        let Some(peer) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(id) = peer.take_ack(token) {
+            let f = encode::error(peer.format, Some(&id), error.code(), None, &error.to_string());
+            if peer.reply(f).is_err() {
+                self.close_peer(&peer, 4008, "slow consumer", true);
+                return;
+            }
+            self.mark_dirty(&peer);
+        }
+    }
+
     fn on_subscribe_resp(&mut self, resp: SubResp) {
         let Some(peer) = self.conns.get(&resp.conn).cloned() else {
             return;
@@ -719,6 +1027,7 @@ impl Shard {
                 seq: resp.seq,
                 epoch: &resp.epoch,
                 recovered: resp.recovered,
+                resync: false,
             },
         );
         let mut ok = true;
@@ -775,8 +1084,23 @@ impl Shard {
             if format == Format::Msgpack {
                 st.msgpack = st.msgpack.saturating_sub(1);
             }
+            let watched: u32 = st.interest.iter().sum();
+            if let Some(cl) = &self.cfg.cluster {
+                cl.control(Control::Subs {
+                    channel: channel.clone(),
+                    count: watched,
+                });
+                // Unwatched here: Redis keeps the channel; stop listening to it.
+                if watched == 0 {
+                    cl.control(Control::Leave {
+                        channel: channel.clone(),
+                    });
+                    self.owned.remove(channel);
+                }
+                return;
+            }
             // A channel never published and no longer watched holds nothing worth keeping.
-            if st.seq == 0 && st.interest.iter().all(|&c| c == 0) {
+            if st.seq == 0 && watched == 0 {
                 self.owned.remove(channel);
             }
         }
@@ -875,6 +1199,13 @@ impl Shard {
         }
     }
 
+    /// Subscriptions to `channel` on this node (this shard being its home).
+    pub fn subscribers(&self, channel: &str) -> u64 {
+        self.owned
+            .get(channel)
+            .map_or(0, |st| st.interest.iter().map(|&c| c as u64).sum())
+    }
+
     /// Channels this shard is home to, with their subscription counts (for status).
     pub fn channel_counts(&self) -> impl Iterator<Item = (&Arc<str>, u32, u64)> {
         self.owned
@@ -939,7 +1270,13 @@ impl Shard {
     }
 }
 
-fn new_owned(rules: &ChannelRules, channel: &str, shards: usize) -> Owned {
+fn new_owned(
+    rules: &ChannelRules,
+    channel: &str,
+    shards: usize,
+    epoch: &Arc<str>,
+    cluster: bool,
+) -> Owned {
     // Names reaching a home shard were resolved at ingress; a rule change cannot happen at
     // run time, so the fallback is only for robustness.
     let policy = rules
@@ -948,6 +1285,13 @@ fn new_owned(rules: &ChannelRules, channel: &str, shards: usize) -> Owned {
         .unwrap_or(ChannelPolicy::stream(0));
     Owned {
         seq: 0,
+        epoch: epoch.clone(),
+        join: if cluster {
+            Join::Joining(Vec::new())
+        } else {
+            Join::Local
+        },
+        join_id: 0,
         ring: Ring::new(policy.history),
         kind: policy.kind,
         interest: vec![0; shards],
@@ -989,6 +1333,7 @@ mod tests {
                 max_bytes: 1 << 16,
             },
             epoch: Arc::from("e"),
+            cluster: None,
         });
         let mut shard = Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)));
         for ns in [5_000, 30_000, 30_000, 2_000_000_000, 30_000_000_000] {

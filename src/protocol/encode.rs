@@ -166,6 +166,9 @@ pub struct Subscribed<'a> {
     /// Whether `since` could be honoured (only when `since` was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// Cluster mode: sent unasked because the channel lost events (`recovered: false`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
 }
 
 /// `{"type":"unsubscribed",...}`

@@ -613,7 +613,11 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
             return;
         }
         (None, Some(new)) => match ctx.shared.reserve_user(new) {
-            Some(slot) => peer.set_user_slot(slot),
+            Some(slot) => {
+                let shard = ctx.shard.borrow().id();
+                ctx.shared.admit_cluster(&slot, shard, peer.id);
+                peer.set_user_slot(slot)
+            }
             None => {
                 let max = ctx.shared.config.access.max_connections_per_user;
                 let reason = format!("too many connections for this user (limit {max})");

@@ -174,7 +174,7 @@ pub fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
 }
 
 /// Decodes `%XX` escapes (JWTs are URL-safe, but clients may escape anyway).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -259,7 +259,11 @@ pub fn start(
             Ok(identity) => {
                 if let Some(user) = &identity.user {
                     match ctx.shared.reserve_user(user) {
-                        Some(slot) => peer.set_user_slot(slot),
+                        Some(slot) => {
+                            let shard = ctx.shard.borrow().id();
+                            ctx.shared.admit_cluster(&slot, shard, peer.id);
+                            peer.set_user_slot(slot)
+                        }
                         None => {
                             let max = access.max_connections_per_user;
                             reject = Some((

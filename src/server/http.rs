@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,7 +24,8 @@ use super::handshake::{self, Prefixed, HEADER_TIMEOUT};
 use super::runtime::{ConnectionGuard, ShardCtx};
 use super::status;
 use crate::auth::Role;
-use crate::engine::shard::PubReply;
+use crate::cluster::PresenceQuery;
+use crate::engine::shard::{PubReply, PublishError};
 use crate::protocol::op::parse_http_publish;
 use crate::protocol::Format;
 
@@ -52,7 +54,11 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
     Ok(match (req.method(), path) {
         (&Method::GET, "/ws") => upgrade(ctx, req),
         (&Method::POST, "/api/publish") => publish(ctx, req).await,
-        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/health") => match status::cluster_health(&ctx) {
+            Some(h) => json(StatusCode::OK, &h),
+            None => text(StatusCode::OK, "ok\n"),
+        },
+        (&Method::GET, "/api/presence") => presence(&ctx, &req).await,
         (&Method::GET, "/ready") => match status::ready(&ctx).await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -82,7 +88,7 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
         (
             _,
             "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"
-            | "/metrics",
+            | "/metrics" | "/api/presence",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (&Method::GET, p) if crate::server::assets::get(p).is_some() => asset(p),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -340,7 +346,7 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     }
     let first_channel = events[0].channel.clone();
     let total = events.len();
-    let mut waits: Vec<oneshot::Receiver<Vec<(u16, u64)>>> = Vec::new();
+    let mut waits: Vec<oneshot::Receiver<Result<Vec<(u16, u64)>, PublishError>>> = Vec::new();
     let result = {
         let mut shard = ctx.shard.borrow_mut();
         let r = shard.publish(events, |idx| {
@@ -361,7 +367,10 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     let mut seqs = vec![0u64; total];
     for rx in waits {
         match rx.await {
-            Ok(parts) => {
+            Ok(Err(e)) => {
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string())
+            }
+            Ok(Ok(parts)) => {
                 for (i, s) in parts {
                     if let Some(slot) = seqs.get_mut(i as usize) {
                         *slot = s;
@@ -387,6 +396,63 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         )
     } else {
         json(StatusCode::OK, &PublishedMany { seqs })
+    }
+}
+
+/// `GET /api/presence?user=U` / `?channel=C`.
+async fn presence(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    #[derive(Serialize)]
+    struct UserCount<'a> {
+        user: &'a str,
+        connections: u64,
+    }
+    #[derive(Serialize)]
+    struct ChannelCount<'a> {
+        channel: &'a str,
+        subscribers: u64,
+    }
+    let decode = handshake::percent_decode;
+    let (query, name) = match (query_param(req, "user"), query_param(req, "channel")) {
+        (Some(u), None) => {
+            let u = decode(u);
+            (PresenceQuery::User(Arc::from(u.as_str())), u)
+        }
+        (None, Some(c)) => {
+            let c = decode(c);
+            if let Err(e) = crate::protocol::names::check_channel(&c) {
+                return json_error(StatusCode::BAD_REQUEST, "bad_channel", &e.to_string());
+            }
+            (PresenceQuery::Channel(Arc::from(c.as_str())), c)
+        }
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of ?user= and ?channel=",
+            )
+        }
+    };
+    let is_user = matches!(query, PresenceQuery::User(_));
+    match status::presence(ctx, query).await {
+        Some(n) if is_user => json(
+            StatusCode::OK,
+            &UserCount {
+                user: &name,
+                connections: n,
+            },
+        ),
+        Some(n) => json(
+            StatusCode::OK,
+            &ChannelCount {
+                channel: &name,
+                subscribers: n,
+            },
+        ),
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "presence needs Redis, which is unreachable",
+        ),
     }
 }
 

@@ -340,6 +340,12 @@ impl Peer {
         }
     }
 
+    /// Removes a pending ack that will not complete (the publish failed); its op's id.
+    pub fn take_ack(&self, token: u32) -> Option<Id> {
+        let mut rare = self.rare.borrow_mut();
+        rare.as_mut()?.acks.remove(&token).map(|a| a.id)
+    }
+
     /// Records seqs for a pending ack; returns the ack frame once all are known.
     pub fn complete_ack(&self, token: u32, seqs: &[(u16, u64)]) -> Option<Bytes> {
         let mut rare = self.rare.borrow_mut();

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use super::handshake;
 use crate::auth::{TokenBucket, Verifier};
+use crate::cluster::{Cluster, Control};
 use crate::config::Config;
 use crate::demo::DemoConfig;
 use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
@@ -69,6 +70,18 @@ impl Shared {
             user: user.clone(),
         })
     }
+
+    /// Cluster mode: asks for the cluster-wide check of `slot`'s user (the connection is
+    /// closed with 4010 if the user is over the limit across all nodes).
+    pub fn admit_cluster(&self, slot: &UserSlot, shard: usize, conn: u64) {
+        if let Some(cl) = &self.engine.cluster {
+            cl.control(Control::Admit {
+                user: slot.user.clone(),
+                shard,
+                conn,
+            });
+        }
+    }
 }
 
 /// One of a user's connection slots; released on drop.
@@ -80,6 +93,11 @@ pub struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
+        if let Some(cl) = &self.shared.engine.cluster {
+            cl.control(Control::UserLeft {
+                user: self.user.clone(),
+            });
+        }
         let mut users = self.shared.users.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = users.get_mut(&self.user) {
             *n -= 1;
@@ -170,12 +188,22 @@ impl Server {
             bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let epoch = format!("{:016x}", rand::random::<u64>());
+        let mesh = Arc::new(Mesh::new(config.shards, config.inbox_capacity));
+        let cluster = match &config.cluster {
+            Some(c) => Some(Cluster::start(
+                c.clone(),
+                config.rules.clone(),
+                mesh.clone(),
+                config.access.max_connections_per_user,
+            )?),
+            None => None,
+        };
         let engine = Arc::new(EngineConfig {
             rules: config.rules.clone(),
             queue: config.queue,
             epoch: epoch.into(),
+            cluster,
         });
-        let mesh = Arc::new(Mesh::new(config.shards, config.inbox_capacity));
         let shared = Arc::new(Shared {
             config,
             engine,
@@ -465,6 +493,9 @@ async fn driver(ctx: Rc<ShardCtx>) {
                         ShardMsg::Stats { top, reply } => {
                             // The asker may have given up (timeout): nothing to do then.
                             let _ = reply.send(ctx.shard.borrow().snapshot(top));
+                        }
+                        ShardMsg::Subscribers { channel, reply } => {
+                            let _ = reply.send(ctx.shard.borrow().subscribers(&channel));
                         }
                     }
                 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::runtime::ShardCtx;
+use crate::cluster::{Control, PresenceQuery};
 use crate::engine::shard::ShardMsg;
 use crate::metrics::{self, ProcessFigures, ServerFigures, ShardSnapshot};
 
@@ -97,7 +98,11 @@ pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(ctx: &ShardCtx) -> String {
     let snaps = gather(ctx, 0).await;
-    metrics::render(&figures(ctx, true), &snaps)
+    let mut text = metrics::render(&figures(ctx, true), &snaps);
+    if let Some(cl) = &ctx.shared.engine.cluster {
+        crate::cluster::render_metrics(&mut text, &cl.status);
+    }
+    text
 }
 
 /// The `/health/websocket` shape (the seeds' monitoring contract), which `/ws/status`
@@ -130,6 +135,86 @@ struct Status {
     slow_consumer_closes: u64,
     shards: Vec<ShardStatus>,
     top_channels: Vec<ChannelStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterInfo>,
+}
+
+/// Cluster mode's part of `/ws/status` and `/health`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    node: String,
+    redis: &'static str,
+    redis_url: String,
+    live_nodes: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    last_error: String,
+}
+
+/// This node's cluster state, `None` on a single node.
+pub fn cluster_info(ctx: &ShardCtx) -> Option<ClusterInfo> {
+    let cl = ctx.shared.engine.cluster.as_ref()?;
+    Some(ClusterInfo {
+        node: cl.cfg.node_id.clone(),
+        redis: if cl.is_up() { "up" } else { "down" },
+        redis_url: cl.redis_url(),
+        live_nodes: cl.status.live_nodes.load(Ordering::Relaxed),
+        last_error: cl
+            .status
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// `GET /health` in cluster mode: the node serves its connections either way (200), and
+/// says whether Redis is reachable (`degraded` when not: publishes are refused).
+#[derive(Debug, Serialize)]
+pub struct ClusterHealth {
+    status: &'static str,
+    #[serde(flatten)]
+    cluster: ClusterInfo,
+}
+
+/// The cluster health body, `None` on a single node.
+pub fn cluster_health(ctx: &ShardCtx) -> Option<ClusterHealth> {
+    let cluster = cluster_info(ctx)?;
+    Some(ClusterHealth {
+        status: if cluster.redis == "up" { "ok" } else { "degraded" },
+        cluster,
+    })
+}
+
+/// `GET /api/presence?user=U` or `?channel=C`: connections of a user or subscribers of a
+/// channel, across the cluster in cluster mode (`None`: Redis unreachable).
+pub async fn presence(ctx: &ShardCtx, query: PresenceQuery) -> Option<u64> {
+    if let Some(cl) = &ctx.shared.engine.cluster {
+        let (tx, rx) = oneshot::channel();
+        cl.control(Control::Presence { query, reply: tx });
+        return tokio::time::timeout(SHARD_ANSWER_TIMEOUT * 3, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+    }
+    match query {
+        PresenceQuery::User(u) => {
+            let users = ctx.shared.users.lock().unwrap_or_else(|p| p.into_inner());
+            Some(users.get(&u).copied().unwrap_or(0) as u64)
+        }
+        PresenceQuery::Channel(c) => {
+            let mesh = &ctx.shared.mesh;
+            let home = crate::engine::shard::home_of(&c, mesh.len());
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMsg::Subscribers {
+                channel: c.to_string(),
+                reply: tx,
+            };
+            mesh.send(home, msg).ok()?;
+            tokio::time::timeout(SHARD_ANSWER_TIMEOUT, rx).await.ok()?.ok()
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -213,5 +298,6 @@ pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
         slow_consumer_closes: m.stats.slow_closes,
         shards,
         top_channels,
+        cluster: cluster_info(ctx),
     }
 }

@@ -1,0 +1,1338 @@
+//! The Redis bridge: one thread per node, between the shards and Redis (see the module
+//! docs of [`crate::cluster`]). It owns the Redis connections and the node's view of every
+//! channel it watches (epoch, last sequence number passed on). Shards talk to it through two
+//! queues: a bounded one for publishes (full → `overloaded`) and one for control messages
+//! (join, leave, presence), which the bridge drains without ever waiting on Redis. It talks
+//! to shards through their inboxes, in one FIFO per shard, so a channel's join answer, fills
+//! and live events reach its home shard in order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::{redacted_url, ClusterConfig};
+use super::wire::{self, Keys, RawEvent};
+use crate::engine::channel::{ChannelKind, ChannelRules};
+use crate::engine::shard::{PubReply, PublishError, Remote, ShardMsg, SyncMsg};
+use crate::engine::signal::Mesh;
+use crate::protocol::op::PubEvent;
+
+/// Events passed to a shard's outbox beyond which further live events of a channel are
+/// dropped and the channel re-read from Redis once the shard catches up: bounds the
+/// bridge's memory when a shard stalls.
+const OUTBOX_LIMIT: usize = 64 * 1024;
+/// Events per publish script call.
+const SCRIPT_BATCH: usize = 256;
+/// Redis connect and response timeout.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// Presence writes are coalesced over this interval.
+const PRESENCE_FLUSH: Duration = Duration::from_millis(50);
+/// Channels per SUBSCRIBE command when resubscribing after a reconnect.
+const SUBSCRIBE_CHUNK: usize = 1000;
+
+/// A publish waiting for Redis.
+#[derive(Debug)]
+struct PublishJob {
+    events: Vec<(u16, PubEvent)>,
+    reply: PubReply,
+}
+
+/// A message from a shard to the bridge.
+#[derive(Debug)]
+pub enum Control {
+    /// The home shard has a first subscriber for `channel` on this node.
+    Join {
+        /// Identifies this join in the answer.
+        join_id: u64,
+        /// Channel.
+        channel: Arc<str>,
+        /// Its home shard.
+        home: usize,
+        /// Its kind (a conflated channel may skip sequence numbers; a stream may not).
+        kind: ChannelKind,
+        /// Events of history to read.
+        history: usize,
+    },
+    /// The home shard has no subscriber left for `channel`.
+    Leave {
+        /// Channel.
+        channel: Arc<str>,
+    },
+    /// The channel's subscriber count on this node.
+    Subs {
+        /// Channel.
+        channel: Arc<str>,
+        /// Subscriptions on this node.
+        count: u32,
+    },
+    /// A connection of `user` was admitted locally; check the cluster-wide limit.
+    Admit {
+        /// User.
+        user: Arc<str>,
+        /// Shard serving the connection.
+        shard: usize,
+        /// Connection id.
+        conn: u64,
+    },
+    /// A connection of `user` ended.
+    UserLeft {
+        /// User.
+        user: Arc<str>,
+    },
+    /// A cluster-wide count for the presence endpoint.
+    Presence {
+        /// What to count.
+        query: PresenceQuery,
+        /// The total, or `None` while Redis is unreachable.
+        reply: oneshot::Sender<Option<u64>>,
+    },
+}
+
+/// What `/api/presence` counts.
+#[derive(Debug, Clone)]
+pub enum PresenceQuery {
+    /// Open connections of a user.
+    User(Arc<str>),
+    /// Subscribers of a channel.
+    Channel(Arc<str>),
+}
+
+/// The bridge's state as the status and metrics endpoints see it.
+#[derive(Debug, Default)]
+pub struct ClusterStatus {
+    /// Connected to Redis.
+    pub up: AtomicBool,
+    /// Connections to Redis lost.
+    pub disconnects: AtomicU64,
+    /// Channels reset (history lost): subscribers were told `recovered: false`.
+    pub resets: AtomicU64,
+    /// Sequence gaps filled in from Redis history.
+    pub fills: AtomicU64,
+    /// Publishes refused because Redis was unreachable.
+    pub publish_failures: AtomicU64,
+    /// Events received from Redis pub/sub.
+    pub events_in: AtomicU64,
+    /// Live nodes at the last heartbeat.
+    pub live_nodes: AtomicU64,
+    /// The last Redis error, for the status page.
+    pub last_error: Mutex<String>,
+}
+
+/// A node's handle on its Redis bridge.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Settings.
+    pub cfg: ClusterConfig,
+    /// Bridge state.
+    pub status: Arc<ClusterStatus>,
+    publish_tx: mpsc::Sender<PublishJob>,
+    control_tx: mpsc::UnboundedSender<Control>,
+}
+
+impl Cluster {
+    /// Starts the bridge thread; it connects (and keeps reconnecting) in the background.
+    pub fn start(
+        cfg: ClusterConfig,
+        rules: ChannelRules,
+        mesh: Arc<Mesh<ShardMsg>>,
+        max_connections_per_user: usize,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let client = redis::Client::open(cfg.redis_url.as_str())?;
+        let (publish_tx, publish_rx) = mpsc::channel(cfg.publish_queue);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let status = Arc::new(ClusterStatus::default());
+        let bridge = Bridge {
+            keys: Keys::new(&cfg.prefix),
+            cfg: cfg.clone(),
+            rules,
+            mesh: mesh.clone(),
+            status: status.clone(),
+            client,
+            max_per_user: max_connections_per_user,
+            link: None,
+            gen: 0,
+            connecting: false,
+            backoff: BACKOFF_MIN,
+            next_attempt: Instant::now(),
+            next_heartbeat: Instant::now(),
+            channels: AHashMap::new(),
+            next_token: 1,
+            users: AHashMap::new(),
+            subs: AHashMap::new(),
+            dirty_users: AHashSet::new(),
+            dirty_subs: AHashSet::new(),
+            outbox: (0..mesh.len()).map(|_| VecDeque::new()).collect(),
+            starved: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("quotecast-redis".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the Redis bridge runtime");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, bridge.run(publish_rx, control_rx));
+            })?;
+        Ok(Arc::new(Cluster {
+            cfg,
+            status,
+            publish_tx,
+            control_tx,
+        }))
+    }
+
+    /// Queues a publish; gives the reply back when the queue is full.
+    pub fn publish(
+        &self,
+        events: Vec<(u16, PubEvent)>,
+        reply: PubReply,
+    ) -> Result<(), PubReply> {
+        self.publish_tx
+            .try_send(PublishJob { events, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
+                    j.reply
+                }
+            })
+    }
+
+    /// Sends a control message (never blocks; the bridge drains these without waiting on
+    /// Redis, so the queue stays short).
+    pub fn control(&self, msg: Control) {
+        let _ = self.control_tx.send(msg);
+    }
+
+    /// Whether Redis is reachable now.
+    pub fn is_up(&self) -> bool {
+        self.status.up.load(Ordering::Relaxed)
+    }
+
+    /// The Redis URL without its password.
+    pub fn redis_url(&self) -> String {
+        redacted_url(&self.cfg.redis_url)
+    }
+}
+
+/// The script hashes, loaded on every (re)connect.
+#[derive(Debug, Clone)]
+struct Shas {
+    publish: String,
+    sync: String,
+    heartbeat: String,
+    count: String,
+}
+
+/// A live connection to Redis.
+struct Link {
+    conn: MultiplexedConnection,
+    sink: PubSubSink,
+    shas: Shas,
+}
+
+/// What a spawned Redis call reports back to the bridge loop.
+enum Done {
+    Connected(Box<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)>),
+    ConnectFailed(String),
+    /// A Redis call failed on connection `gen`.
+    Broken(u64, String),
+    Resubscribed(u64, Vec<Arc<str>>),
+    Synced {
+        channel: Arc<str>,
+        token: u64,
+        result: Result<(Arc<str>, u64, Vec<RawEvent>), String>,
+    },
+    Admitted {
+        user: Arc<str>,
+        shard: usize,
+        conn: u64,
+        total: u64,
+    },
+    LiveNodes(u64),
+}
+
+/// The bridge's view of one watched channel.
+#[derive(Debug)]
+struct Chan {
+    join_id: u64,
+    home: usize,
+    kind: ChannelKind,
+    history: usize,
+    /// Epoch of the events passed on ("" before the first successful read).
+    epoch: Arc<str>,
+    /// Last sequence number passed on.
+    last: u64,
+    /// The home shard has had its join answer.
+    announced: bool,
+    /// A read is in flight; its token (results of older reads are ignored).
+    syncing: Option<u64>,
+    /// Another read is needed (after the current one, or once Redis is back).
+    want_sync: bool,
+    /// The last pub/sub message seen while a read was in flight.
+    seen: Option<(Arc<str>, u64)>,
+}
+
+impl Chan {
+    fn live(&self) -> bool {
+        self.syncing.is_none() && !self.want_sync
+    }
+}
+
+struct Bridge {
+    cfg: ClusterConfig,
+    keys: Keys,
+    rules: ChannelRules,
+    mesh: Arc<Mesh<ShardMsg>>,
+    status: Arc<ClusterStatus>,
+    client: redis::Client,
+    max_per_user: usize,
+    link: Option<Link>,
+    /// Connection generation: results of calls on an older connection are ignored.
+    gen: u64,
+    connecting: bool,
+    backoff: Duration,
+    next_attempt: Instant,
+    next_heartbeat: Instant,
+    channels: AHashMap<Arc<str>, Chan>,
+    next_token: u64,
+    users: AHashMap<Arc<str>, u32>,
+    subs: AHashMap<Arc<str>, u32>,
+    dirty_users: AHashSet<Arc<str>>,
+    dirty_subs: AHashSet<Arc<str>>,
+    /// Messages for each shard, in order, waiting for room in its inbox.
+    outbox: Vec<VecDeque<Remote>>,
+    /// Channels whose events were dropped for a full outbox, to re-read once it drains.
+    starved: Vec<Arc<str>>,
+}
+
+/// The shared view of the current connection for the publisher task.
+type Shared = std::rc::Rc<std::cell::RefCell<Option<(u64, MultiplexedConnection, String)>>>;
+
+impl Bridge {
+    async fn run(
+        mut self,
+        publish_rx: mpsc::Receiver<PublishJob>,
+        mut control_rx: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let shared: Shared = Default::default();
+        tokio::task::spawn_local(publisher(
+            publish_rx,
+            shared.clone(),
+            self.mesh.clone(),
+            self.status.clone(),
+            self.keys.clone(),
+            self.rules.clone(),
+            self.cfg.history_ttl.as_secs(),
+            done_tx.clone(),
+        ));
+        let mut stream: Option<PubSubStream> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_presence = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                msg = control_rx.recv() => match msg {
+                    Some(m) => self.on_control(m, &done_tx),
+                    None => return,
+                },
+                done = done_rx.recv() => {
+                    let Some(done) = done else { return };
+                    if let Some(s) = self.on_done(done, &done_tx, &shared) {
+                        stream = Some(s);
+                    }
+                    if self.link.is_none() {
+                        stream = None;
+                    }
+                }
+                msg = next_message(&mut stream) => match msg {
+                    Some(m) => self.on_message(m, &done_tx),
+                    None => {
+                        stream = None;
+                        let gen = self.gen;
+                        self.on_broken(gen, "pub/sub connection closed".into(), &shared);
+                    }
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if self.link.is_none() && !self.connecting && now >= self.next_attempt {
+                        self.connect(&done_tx);
+                    }
+                    if self.link.is_some() && now >= self.next_heartbeat {
+                        self.next_heartbeat = now + self.cfg.presence_ttl / 3;
+                        self.heartbeat(&done_tx);
+                    }
+                    if now.duration_since(last_presence) >= PRESENCE_FLUSH {
+                        last_presence = now;
+                        self.flush_presence(&done_tx);
+                    }
+                }
+            }
+            self.flush_outbox();
+            self.restart_starved(&done_tx);
+        }
+    }
+
+    // ---- shards -----------------------------------------------------------------------
+
+    fn send(&mut self, shard: usize, item: Remote) {
+        self.outbox[shard].push_back(item);
+    }
+
+    fn flush_outbox(&mut self) {
+        for (to, q) in self.outbox.iter_mut().enumerate() {
+            while !q.is_empty() {
+                let n = q.len().min(1024);
+                let batch: Vec<Remote> = q.drain(..n).collect();
+                if let Err(ShardMsg::Batch(back)) = self.mesh.send(to, ShardMsg::Batch(batch)) {
+                    for item in back.into_iter().rev() {
+                        q.push_front(item);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn restart_starved(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
+        if self.starved.is_empty() || self.link.is_none() {
+            return;
+        }
+        let starved = std::mem::take(&mut self.starved);
+        for ch in starved {
+            let Some(c) = self.channels.get(&ch) else {
+                continue;
+            };
+            if self.outbox[c.home].len() > OUTBOX_LIMIT / 2 {
+                self.starved.push(ch);
+                continue;
+            }
+            self.start_sync(&ch, done_tx);
+        }
+    }
+
+    // ---- control ----------------------------------------------------------------------
+
+    fn on_control(&mut self, m: Control, done_tx: &mpsc::UnboundedSender<Done>) {
+        match m {
+            Control::Join {
+                join_id,
+                channel,
+                home,
+                kind,
+                history,
+            } => {
+                self.channels.insert(
+                    channel.clone(),
+                    Chan {
+                        join_id,
+                        home,
+                        kind,
+                        history,
+                        epoch: Arc::from(""),
+                        last: 0,
+                        announced: false,
+                        syncing: None,
+                        want_sync: true,
+                        seen: None,
+                    },
+                );
+                if self.link.is_some() {
+                    self.subscribe_and_sync(channel, done_tx);
+                } else {
+                    // Serve the subscriber now; it learns the real epoch (a `resync`) once
+                    // Redis is back.
+                    self.announce_unknown(&channel);
+                }
+            }
+            Control::Leave { channel } => {
+                self.channels.remove(&channel);
+                if let Some(link) = &self.link {
+                    let mut sink = link.sink.clone();
+                    let name = self.keys.pubsub(&channel);
+                    let gen = self.gen;
+                    let tx = done_tx.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = sink.unsubscribe(name).await {
+                            let _ = tx.send(Done::Broken(gen, e.to_string()));
+                        }
+                    });
+                }
+            }
+            Control::Subs { channel, count } => {
+                if count == 0 {
+                    self.subs.remove(&channel);
+                } else {
+                    self.subs.insert(channel.clone(), count);
+                }
+                self.dirty_subs.insert(channel);
+            }
+            Control::Admit { user, shard, conn } => {
+                let n = {
+                    let n = self.users.entry(user.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                self.dirty_users.remove(&user);
+                let Some(link) = &self.link else {
+                    // Redis unreachable: the local limit alone applies; written on reconnect.
+                    self.dirty_users.insert(user);
+                    return;
+                };
+                let mut conn_r = link.conn.clone();
+                let sha = link.shas.count.clone();
+                let keys = self.keys.clone();
+                let node = self.cfg.node_id.clone();
+                let gen = self.gen;
+                let tx = done_tx.clone();
+                tokio::task::spawn_local(async move {
+                    let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(1)
+                        .arg(keys.nodes())
+                        .arg(keys.prefix())
+                        .arg("users")
+                        .arg(&*user)
+                        .arg(&node)
+                        .arg(n)
+                        .query_async(&mut conn_r)
+                        .await;
+                    let _ = match r {
+                        Ok(total) => tx.send(Done::Admitted {
+                            user,
+                            shard,
+                            conn,
+                            total,
+                        }),
+                        Err(e) => tx.send(Done::Broken(gen, e.to_string())),
+                    };
+                });
+            }
+            Control::UserLeft { user } => {
+                if let Some(n) = self.users.get_mut(&user) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.users.remove(&user);
+                    }
+                }
+                self.dirty_users.insert(user);
+            }
+            Control::Presence { query, reply } => {
+                if self.link.is_none() {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let (kind, field) = match query {
+                    PresenceQuery::User(u) => ("users", u),
+                    PresenceQuery::Channel(c) => ("subs", c),
+                };
+                // Counts written since the last flush go first, on the same connection.
+                self.flush_presence(done_tx);
+                let Some(link) = &self.link else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let mut conn = link.conn.clone();
+                let sha = link.shas.count.clone();
+                let keys = self.keys.clone();
+                tokio::task::spawn_local(async move {
+                    let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(1)
+                        .arg(keys.nodes())
+                        .arg(keys.prefix())
+                        .arg(kind)
+                        .arg(&*field)
+                        .arg("")
+                        .arg(0)
+                        .query_async(&mut conn)
+                        .await;
+                    let _ = reply.send(r.ok());
+                });
+            }
+        }
+    }
+
+    /// Tells the home shard a channel's state is unknown (Redis unreachable at join).
+    fn announce_unknown(&mut self, channel: &Arc<str>) {
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        c.announced = true;
+        c.want_sync = true;
+        let (home, join_id) = (c.home, c.join_id);
+        self.send(
+            home,
+            Remote::Sync(Box::new(SyncMsg {
+                channel: channel.clone(),
+                epoch: Arc::from(""),
+                seq: 0,
+                events: Vec::new(),
+                reset: false,
+                join_id,
+            })),
+        );
+    }
+
+    // ---- reading channels ---------------------------------------------------------------
+
+    /// SUBSCRIBE, then read the channel: the order matters, so that every event after the
+    /// read arrives by pub/sub.
+    fn subscribe_and_sync(&mut self, channel: Arc<str>, done_tx: &mpsc::UnboundedSender<Done>) {
+        let Some(link) = &self.link else { return };
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        c.syncing = Some(token);
+        c.want_sync = false;
+        c.seen = None;
+        let mut sink = link.sink.clone();
+        let name = self.keys.pubsub(&channel);
+        let read = self.sync_call(&channel, token);
+        let tx = done_tx.clone();
+        let gen = self.gen;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = sink.subscribe(name).await {
+                let _ = tx.send(Done::Broken(gen, e.to_string()));
+                return;
+            }
+            if let Some(read) = read {
+                let _ = tx.send(read.await);
+            }
+        });
+    }
+
+    /// Reads the channel again (already subscribed): a gap fill or a reset.
+    fn start_sync(&mut self, channel: &Arc<str>, done_tx: &mpsc::UnboundedSender<Done>) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if self.link.is_none() {
+            c.want_sync = true;
+            return;
+        }
+        c.syncing = Some(token);
+        c.want_sync = false;
+        c.seen = None;
+        if let Some(read) = self.sync_call(channel, token) {
+            let tx = done_tx.clone();
+            tokio::task::spawn_local(async move {
+                let _ = tx.send(read.await);
+            });
+        }
+    }
+
+    /// The SYNC script call for `channel` as a future reporting [`Done::Synced`].
+    fn sync_call(
+        &self,
+        channel: &Arc<str>,
+        token: u64,
+    ) -> Option<impl std::future::Future<Output = Done> + 'static> {
+        let link = self.link.as_ref()?;
+        let c = self.channels.get(channel)?;
+        let mut conn = link.conn.clone();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&link.shas.sync)
+            .arg(2)
+            .arg(self.keys.meta(channel))
+            .arg(self.keys.stream(channel))
+            .arg(new_epoch())
+            .arg(self.cfg.history_ttl.as_secs())
+            .arg(c.history)
+            .arg(&*c.epoch)
+            .arg(c.last);
+        let channel = channel.clone();
+        Some(async move {
+            let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
+            let result = match r {
+                Ok(v) => parse_sync(&channel, v).ok_or_else(|| "bad SYNC reply".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            Done::Synced {
+                channel,
+                token,
+                result,
+            }
+        })
+    }
+
+    fn on_synced(
+        &mut self,
+        channel: Arc<str>,
+        token: u64,
+        result: Result<(Arc<str>, u64, Vec<RawEvent>), String>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        shared: &Shared,
+    ) {
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if c.syncing != Some(token) {
+            return;
+        }
+        c.syncing = None;
+        let (epoch, seq, events) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                c.want_sync = true;
+                let gen = self.gen;
+                self.on_broken(gen, e, shared);
+                return;
+            }
+        };
+        let home = c.home;
+        let mut out: Vec<Remote> = Vec::new();
+        if !c.announced {
+            // First read: the join answer.
+            c.announced = true;
+            out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, false));
+        } else if epoch == c.epoch {
+            if seq > c.last {
+                let contiguous = events.first().is_some_and(|e| e.seq == c.last + 1);
+                if contiguous {
+                    self.status.fills.fetch_add(1, Ordering::Relaxed);
+                    out.extend(
+                        events
+                            .into_iter()
+                            .filter(|e| e.seq > c.last)
+                            .map(|e| Remote::Sequenced(Box::new(e))),
+                    );
+                } else if c.kind == ChannelKind::Conflated {
+                    // Only the latest value matters on a conflated channel.
+                    out.extend(events.into_iter().last().map(|e| Remote::Sequenced(Box::new(e))));
+                } else {
+                    self.status.resets.fetch_add(1, Ordering::Relaxed);
+                    out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, true));
+                }
+            }
+        } else {
+            self.status.resets.fetch_add(1, Ordering::Relaxed);
+            out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, true));
+        }
+        c.epoch = epoch.clone();
+        c.last = c.last.max(seq);
+        if let Some(Remote::Sync(s)) = out.first() {
+            c.last = s.seq;
+        }
+        // Messages that went by during the read and are newer than it: read again.
+        let again = match c.seen.take() {
+            Some((e, s)) => e != epoch || s > c.last,
+            None => false,
+        };
+        for item in out {
+            self.send(home, item);
+        }
+        if again {
+            self.start_sync(&channel, done_tx);
+        }
+    }
+
+    fn on_message(&mut self, msg: redis::Msg, done_tx: &mpsc::UnboundedSender<Done>) {
+        self.status.events_in.fetch_add(1, Ordering::Relaxed);
+        let Ok(name) = std::str::from_utf8(msg.get_channel_name().as_bytes()) else {
+            return;
+        };
+        let Some(ch) = self.keys.channel_of(name) else {
+            return;
+        };
+        let Some((channel, _)) = self.channels.get_key_value(ch) else {
+            return;
+        };
+        let channel = channel.clone();
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(ev) = wire::parse_message(&channel, Bytes::from(msg.get_payload_bytes().to_vec()))
+        else {
+            tracing::warn!(channel = %channel, "malformed message on a cluster channel");
+            return;
+        };
+        if !c.live() {
+            c.seen = Some((ev.epoch.clone(), ev.seq));
+            return;
+        }
+        if ev.epoch != c.epoch {
+            self.start_sync(&channel, done_tx);
+            return;
+        }
+        if ev.seq <= c.last {
+            return;
+        }
+        if ev.seq != c.last + 1 && c.kind == ChannelKind::Stream {
+            self.start_sync(&channel, done_tx);
+            return;
+        }
+        if self.outbox[c.home].len() >= OUTBOX_LIMIT {
+            c.want_sync = true;
+            self.starved.push(channel);
+            return;
+        }
+        c.last = ev.seq;
+        let home = c.home;
+        self.send(home, Remote::Sequenced(Box::new(ev)));
+    }
+
+    // ---- connection -------------------------------------------------------------------
+
+    fn connect(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
+        self.connecting = true;
+        let client = self.client.clone();
+        let tx = done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let _ = tx.send(match open(client).await {
+                Ok(parts) => Done::Connected(Box::new(parts)),
+                Err(e) => Done::ConnectFailed(e.to_string()),
+            });
+        });
+    }
+
+    fn on_done(
+        &mut self,
+        done: Done,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        shared: &Shared,
+    ) -> Option<PubSubStream> {
+        match done {
+            Done::Connected(parts) => {
+                let (conn, sink, stream, shas) = *parts;
+                self.connecting = false;
+                self.gen += 1;
+                self.backoff = BACKOFF_MIN;
+                *shared.borrow_mut() = Some((self.gen, conn.clone(), shas.publish.clone()));
+                self.link = Some(Link { conn, sink, shas });
+                self.status.up.store(true, Ordering::Relaxed);
+                if let Ok(mut last) = self.status.last_error.lock() {
+                    last.clear();
+                }
+                tracing::info!(redis = %redacted_url(&self.cfg.redis_url), node = %self.cfg.node_id, "connected to Redis");
+                self.rewrite_presence(done_tx);
+                self.next_heartbeat = Instant::now();
+                // Every watched channel: subscribe again, then re-read.
+                let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
+                for c in self.channels.values_mut() {
+                    c.syncing = None;
+                    c.want_sync = true;
+                }
+                let mut sink = self.link.as_ref().map(|l| l.sink.clone())?;
+                let keys = self.keys.clone();
+                let gen = self.gen;
+                let tx = done_tx.clone();
+                tokio::task::spawn_local(async move {
+                    for chunk in names.chunks(SUBSCRIBE_CHUNK) {
+                        let ps: Vec<String> = chunk.iter().map(|c| keys.pubsub(c)).collect();
+                        if let Err(e) = sink.subscribe(ps).await {
+                            let _ = tx.send(Done::Broken(gen, e.to_string()));
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Done::Resubscribed(gen, names));
+                });
+                return Some(stream);
+            }
+            Done::ConnectFailed(e) => {
+                self.connecting = false;
+                self.note_error(&e);
+                self.next_attempt = Instant::now() + jitter(self.backoff);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+            Done::Broken(gen, e) => self.on_broken(gen, e, shared),
+            Done::Resubscribed(gen, names) => {
+                if gen == self.gen {
+                    for ch in names {
+                        let pending = self
+                            .channels
+                            .get(&ch)
+                            .is_some_and(|c| c.syncing.is_none() && c.want_sync);
+                        if pending {
+                            self.start_sync(&ch, done_tx);
+                        }
+                    }
+                }
+            }
+            Done::Synced {
+                channel,
+                token,
+                result,
+            } => self.on_synced(channel, token, result, done_tx, shared),
+            Done::Admitted {
+                user,
+                shard,
+                conn,
+                total,
+            } => {
+                if total > self.max_per_user as u64 {
+                    let reason = format!(
+                        "too many connections for this user across the cluster (limit {})",
+                        self.max_per_user
+                    );
+                    tracing::info!(user = %user, total, "connection refused by the cluster-wide limit");
+                    self.send(shard, Remote::Refuse { conn, reason });
+                }
+            }
+            Done::LiveNodes(n) => self.status.live_nodes.store(n, Ordering::Relaxed),
+        }
+        None
+    }
+
+    fn on_broken(&mut self, gen: u64, error: String, shared: &Shared) {
+        if gen != self.gen || self.link.is_none() {
+            return;
+        }
+        self.link = None;
+        *shared.borrow_mut() = None;
+        self.status.up.store(false, Ordering::Relaxed);
+        self.status.disconnects.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %error, "lost the connection to Redis; serving local connections, reconnecting");
+        self.note_error(&error);
+        for c in self.channels.values_mut() {
+            c.syncing = None;
+            c.want_sync = true;
+        }
+        self.next_attempt = Instant::now() + jitter(self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn note_error(&self, e: &str) {
+        if let Ok(mut last) = self.status.last_error.lock() {
+            *last = e.to_string();
+        }
+    }
+
+    // ---- presence ---------------------------------------------------------------------
+
+    fn heartbeat(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
+        let Some(link) = &self.link else { return };
+        let mut conn = link.conn.clone();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&link.shas.heartbeat)
+            .arg(3)
+            .arg(self.keys.nodes())
+            .arg(self.keys.users(&self.cfg.node_id))
+            .arg(self.keys.subs(&self.cfg.node_id))
+            .arg(&self.cfg.node_id)
+            .arg(self.cfg.presence_ttl.as_millis() as u64);
+        let gen = self.gen;
+        let tx = done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let _ = match cmd.query_async::<u64>(&mut conn).await {
+                Ok(n) => tx.send(Done::LiveNodes(n)),
+                Err(e) => tx.send(Done::Broken(gen, e.to_string())),
+            };
+        });
+    }
+
+    /// Writes this node's whole presence again (after a reconnect: Redis may have lost it).
+    fn rewrite_presence(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
+        self.dirty_users = self.users.keys().cloned().collect();
+        self.dirty_subs = self.subs.keys().cloned().collect();
+        let Some(link) = &self.link else { return };
+        let mut conn = link.conn.clone();
+        let mut p = redis::pipe();
+        p.del(self.keys.users(&self.cfg.node_id)).ignore();
+        p.del(self.keys.subs(&self.cfg.node_id)).ignore();
+        let gen = self.gen;
+        let tx = done_tx.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = p.query_async::<()>(&mut conn).await {
+                let _ = tx.send(Done::Broken(gen, e.to_string()));
+            }
+        });
+        self.flush_presence(done_tx);
+    }
+
+    fn flush_presence(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
+        if self.dirty_users.is_empty() && self.dirty_subs.is_empty() {
+            return;
+        }
+        let Some(link) = &self.link else { return };
+        let ttl = self.cfg.presence_ttl.as_millis() as u64;
+        let mut p = redis::pipe();
+        for (hash, dirty, map) in [
+            (
+                self.keys.users(&self.cfg.node_id),
+                &mut self.dirty_users,
+                &self.users,
+            ),
+            (
+                self.keys.subs(&self.cfg.node_id),
+                &mut self.dirty_subs,
+                &self.subs,
+            ),
+        ] {
+            if dirty.is_empty() {
+                continue;
+            }
+            for k in dirty.drain() {
+                match map.get(&k) {
+                    Some(n) => p.hset(&hash, &*k, *n).ignore(),
+                    None => p.hdel(&hash, &*k).ignore(),
+                };
+            }
+            p.pexpire(&hash, ttl as i64).ignore();
+        }
+        let mut conn = link.conn.clone();
+        let gen = self.gen;
+        let tx = done_tx.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = p.query_async::<()>(&mut conn).await {
+                let _ = tx.send(Done::Broken(gen, e.to_string()));
+            }
+        });
+    }
+}
+
+/// Waits for the next pub/sub message, forever when not connected.
+async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens both connections and loads the scripts.
+async fn open(
+    client: redis::Client,
+) -> redis::RedisResult<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+    let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "pub/sub connect timed out",
+            ))
+        })??;
+    let (sink, stream) = pubsub.split();
+    let load = |src: &'static str| {
+        let mut c = redis::cmd("SCRIPT");
+        c.arg("LOAD").arg(src);
+        c
+    };
+    let mut p = redis::pipe();
+    for c in [
+        load(wire::PUBLISH),
+        load(wire::SYNC),
+        load(wire::HEARTBEAT),
+        load(wire::COUNT),
+    ] {
+        p.add_command(c);
+    }
+    let shas: Vec<String> = p.query_async(&mut conn).await?;
+    let [publish, sync, heartbeat, count]: [String; 4] = shas.try_into().map_err(|_| {
+        redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "SCRIPT LOAD"))
+    })?;
+    Ok((
+        conn,
+        sink,
+        stream,
+        Shas {
+            publish,
+            sync,
+            heartbeat,
+            count,
+        },
+    ))
+}
+
+/// The publish pipeline: takes every waiting job, runs them as script calls of up to
+/// [`SCRIPT_BATCH`] events on the one connection, and answers each job with its sequence
+/// numbers. One batch in flight at a time keeps the order; batches grow with the load.
+#[allow(clippy::too_many_arguments)]
+async fn publisher(
+    mut rx: mpsc::Receiver<PublishJob>,
+    shared: Shared,
+    mesh: Arc<Mesh<ShardMsg>>,
+    status: Arc<ClusterStatus>,
+    keys: Keys,
+    rules: ChannelRules,
+    ttl_secs: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+) {
+    let mut jobs: Vec<PublishJob> = Vec::new();
+    loop {
+        if rx.recv_many(&mut jobs, 64).await == 0 {
+            return;
+        }
+        let link = shared.borrow().clone();
+        let Some((gen, mut conn, sha)) = link else {
+            status
+                .publish_failures
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            for job in jobs.drain(..) {
+                fail(&mesh, job.reply).await;
+            }
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        let mut calls = 0usize;
+        let epoch = new_epoch();
+        let flat: Vec<&PubEvent> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().map(|(_, e)| e))
+            .collect();
+        for chunk in flat.chunks(SCRIPT_BATCH) {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(&sha).arg(chunk.len() * 2);
+            for ev in chunk {
+                c.arg(keys.meta(&ev.channel)).arg(keys.stream(&ev.channel));
+            }
+            c.arg(ttl_secs);
+            let ts = crate::engine::event::now_ns();
+            for ev in chunk {
+                let history = rules
+                    .resolve(&ev.channel)
+                    .map_or(0, |r| r.policy.history);
+                c.arg(keys.pubsub(&ev.channel))
+                    .arg(&epoch)
+                    .arg(history)
+                    .arg(&ev.event)
+                    .arg(ts)
+                    .arg(&ev.data[..]);
+            }
+            pipe.add_command(c);
+            calls += 1;
+        }
+        let r: redis::RedisResult<Vec<Vec<u64>>> = pipe.query_async(&mut conn).await;
+        match r {
+            Ok(seqs) if seqs.len() == calls => {
+                let mut it = seqs.into_iter().flatten();
+                for job in jobs.drain(..) {
+                    let got: Vec<(u16, u64)> = job
+                        .events
+                        .iter()
+                        .map(|(i, _)| (*i, it.next().unwrap_or(0)))
+                        .collect();
+                    answer(&mesh, job.reply, got).await;
+                }
+            }
+            other => {
+                let e = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected publish reply".into(),
+                };
+                status
+                    .publish_failures
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                for job in jobs.drain(..) {
+                    fail(&mesh, job.reply).await;
+                }
+                let _ = done_tx.send(Done::Broken(gen, e));
+            }
+        }
+    }
+}
+
+/// Delivers a publish's sequence numbers to whoever waits for them.
+async fn answer(mesh: &Mesh<ShardMsg>, reply: PubReply, seqs: Vec<(u16, u64)>) {
+    match reply {
+        PubReply::None => {}
+        PubReply::Http { tx, .. } => {
+            let _ = tx.send(Ok(seqs));
+        }
+        PubReply::Peer {
+            shard, conn, token, ..
+        } => send_retry(mesh, shard, Remote::PublishAck { conn, token, seqs }).await,
+    }
+}
+
+/// Tells whoever waits that the publish did not happen.
+async fn fail(mesh: &Mesh<ShardMsg>, reply: PubReply) {
+    match reply {
+        PubReply::None => {}
+        PubReply::Http { tx, .. } => {
+            let _ = tx.send(Err(PublishError::Unavailable));
+        }
+        PubReply::Peer {
+            shard, conn, token, ..
+        } => {
+            send_retry(
+                mesh,
+                shard,
+                Remote::PublishFailed {
+                    conn,
+                    token,
+                    error: PublishError::Unavailable,
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Sends one item to a shard, waiting while its inbox is full (backpressure on the
+/// publish pipeline).
+async fn send_retry(mesh: &Mesh<ShardMsg>, shard: usize, item: Remote) {
+    let mut msg = ShardMsg::Batch(vec![item]);
+    loop {
+        match mesh.send(shard, msg) {
+            Ok(()) => return,
+            Err(back) => {
+                msg = back;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    }
+}
+
+fn sync_msg(
+    channel: &Arc<str>,
+    join_id: u64,
+    epoch: &Arc<str>,
+    seq: u64,
+    events: Vec<RawEvent>,
+    reset: bool,
+) -> Remote {
+    Remote::Sync(Box::new(SyncMsg {
+        channel: channel.clone(),
+        epoch: epoch.clone(),
+        seq,
+        events,
+        reset,
+        join_id,
+    }))
+}
+
+/// A fresh random epoch (hex), offered to Redis for a channel that has none.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Parses the SYNC reply `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
+fn parse_sync(channel: &Arc<str>, v: Value) -> Option<(Arc<str>, u64, Vec<RawEvent>)> {
+    let Value::Array(mut top) = v else {
+        return None;
+    };
+    if top.len() != 3 {
+        return None;
+    }
+    let evs = top.pop()?;
+    let seq = as_u64(&top.pop()?)?;
+    let epoch: Arc<str> = Arc::from(as_str(&top.pop()?)?);
+    let Value::Array(entries) = evs else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(mut pair) = e else {
+            return None;
+        };
+        if pair.len() != 2 {
+            return None;
+        }
+        let fields = pair.pop()?;
+        let id = pair.pop()?;
+        let seq: u64 = as_str(&id)?.split('-').next()?.parse().ok()?;
+        let Value::Array(fields) = fields else {
+            return None;
+        };
+        let (mut event, mut ts, mut data) = (None, None, None);
+        for kv in fields.chunks(2) {
+            let [k, v] = kv else { return None };
+            match as_str(k)? {
+                "e" => event = Some(as_str(v)?.to_string()),
+                "t" => ts = as_u64(v),
+                "d" => {
+                    data = match v {
+                        Value::BulkString(b) => Some(Bytes::from(b.clone())),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(RawEvent {
+            channel: channel.clone(),
+            epoch: epoch.clone(),
+            seq,
+            ts: ts?,
+            event: event?.into_boxed_str(),
+            data: data?,
+        });
+    }
+    Some((epoch, seq, out))
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_reply_parses() {
+        let ch: Arc<str> = Arc::from("t.A");
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let v = Value::Array(vec![
+            b("ep"),
+            Value::Int(8),
+            Value::Array(vec![
+                Value::Array(vec![
+                    b("7-0"),
+                    Value::Array(vec![b("e"), b("trade"), b("t"), b("5"), b("d"), b("{}")]),
+                ]),
+                Value::Array(vec![
+                    b("8-0"),
+                    Value::Array(vec![b("e"), b("trade"), b("t"), b("6"), b("d"), b("[1]")]),
+                ]),
+            ]),
+        ]);
+        let (e, s, evs) = parse_sync(&ch, v).unwrap();
+        assert_eq!((&*e, s), ("ep", 8));
+        assert_eq!(evs.len(), 2);
+        assert_eq!((evs[0].seq, evs[0].ts, &evs[1].data[..]), (7, 5, &b"[1]"[..]));
+        assert!(parse_sync(&ch, Value::Int(1)).is_none());
+        assert!(parse_sync(&ch, Value::Array(vec![b("e"), Value::Int(1)])).is_none());
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(100));
+        }
+    }
+}

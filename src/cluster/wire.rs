@@ -1,0 +1,261 @@
+//! What cluster nodes write to and read from Redis: key names, the pub/sub message of one
+//! sequenced event, and the Lua scripts that sequence, sync and count. Pure, no I/O.
+//!
+//! Keys (with the configured prefix `P`):
+//! - `P:{C}:m` hash `e` (the channel's epoch) and `s` (its last sequence number);
+//! - `P:{C}:x` stream of the channel's last `history` events, entry id `<seq>-0`, fields
+//!   `e` (event name), `t` (publish time, ns) and `d` (the JSON data);
+//! - `P:ev:C` the pub/sub channel carrying each sequenced event to the nodes;
+//! - `P:nodes` sorted set of live nodes scored by when their presence expires (ms);
+//! - `P:node:N:users` / `P:node:N:subs` hashes: node N's connections per user and
+//!   subscribers per channel, expiring with the node.
+//!
+//! The channel name sits in braces so a channel's two keys share a Redis Cluster hash slot.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// An event as sequenced in Redis, before it is encoded for clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Channel.
+    pub channel: Arc<str>,
+    /// The channel's epoch when it was sequenced.
+    pub epoch: Arc<str>,
+    /// Cluster-wide sequence number.
+    pub seq: u64,
+    /// Publish time, ns since the Unix epoch.
+    pub ts: u64,
+    /// Event name.
+    pub event: Box<str>,
+    /// JSON data.
+    pub data: Bytes,
+}
+
+/// Key and pub/sub names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel's epoch/sequence hash.
+    pub fn meta(&self, channel: &str) -> String {
+        format!("{}:{{{channel}}}:m", self.prefix)
+    }
+
+    /// The channel's history stream.
+    pub fn stream(&self, channel: &str) -> String {
+        format!("{}:{{{channel}}}:x", self.prefix)
+    }
+
+    /// The channel's pub/sub name.
+    pub fn pubsub(&self, channel: &str) -> String {
+        format!("{}:ev:{channel}", self.prefix)
+    }
+
+    /// The channel a pub/sub name belongs to, if it is one of ours.
+    pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
+        pubsub
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":ev:")
+    }
+
+    /// The live-node set.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// A node's connections-per-user hash.
+    pub fn users(&self, node: &str) -> String {
+        format!("{}:node:{node}:users", self.prefix)
+    }
+
+    /// A node's subscribers-per-channel hash.
+    pub fn subs(&self, node: &str) -> String {
+        format!("{}:node:{node}:subs", self.prefix)
+    }
+}
+
+/// Parses a pub/sub message written by [`PUBLISH`]: `EPOCH SEQ TS EVENT\nDATA`.
+pub fn parse_message(channel: &Arc<str>, payload: Bytes) -> Option<RawEvent> {
+    let nl = payload.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&payload[..nl]).ok()?;
+    let mut it = head.split(' ');
+    let epoch = it.next().filter(|e| !e.is_empty())?;
+    let seq = it.next()?.parse().ok()?;
+    let ts = it.next()?.parse().ok()?;
+    let event = it.next().filter(|e| !e.is_empty())?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some(RawEvent {
+        channel: channel.clone(),
+        epoch: Arc::from(epoch),
+        seq,
+        ts,
+        event: event.into(),
+        data: payload.slice(nl + 1..),
+    })
+}
+
+/// Sequences a batch of events atomically: for each, takes the channel's next sequence
+/// number (creating its epoch if the channel has none), appends the event to the history
+/// stream (trimmed to the channel's history), refreshes the keys' expiry and publishes the
+/// event to the nodes. Returns the sequence numbers in order.
+///
+/// KEYS: meta, stream per event. ARGV[1]: TTL (s); per event: pub/sub name, candidate
+/// epoch, history length, event name, publish time, data.
+pub const PUBLISH: &str = r#"
+local ttl = ARGV[1]
+local out = {}
+local a = 2
+for i = 1, #KEYS, 2 do
+  local meta, stream = KEYS[i], KEYS[i + 1]
+  local ps, cand, maxlen, ev, ts, data = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  a = a + 6
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = cand
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'e', epoch, 's', 0)
+  end
+  local seq = redis.call('HINCRBY', meta, 's', 1)
+  redis.call('EXPIRE', meta, ttl)
+  if tonumber(maxlen) > 0 then
+    redis.call('XADD', stream, 'MAXLEN', maxlen, seq .. '-0', 'e', ev, 't', ts, 'd', data)
+    redis.call('EXPIRE', stream, ttl)
+  end
+  redis.call('PUBLISH', ps, epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ev .. '\n' .. data)
+  out[#out + 1] = seq
+end
+return out
+"#;
+
+/// A node's view of a channel, read atomically: the epoch (created if absent), the last
+/// sequence number, and the history a node needs. With the node's known epoch and last
+/// sequence number the history starts after it (a gap fill); otherwise it is the last
+/// `count` events (a join or a reset).
+///
+/// KEYS: meta, stream. ARGV: candidate epoch, TTL (s), count, known epoch, known seq.
+/// Returns `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
+pub const SYNC: &str = r#"
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local s = tonumber(redis.call('HGET', KEYS[1], 's'))
+local count = tonumber(ARGV[3])
+local from = s - count + 1
+if e == ARGV[4] then
+  local k = tonumber(ARGV[5]) + 1
+  if k > from then from = k end
+end
+if from < 1 then from = 1 end
+local evs = {}
+if count > 0 and from <= s then
+  evs = redis.call('XRANGE', KEYS[2], from .. '-0', s .. '-0')
+end
+return {e, s, evs}
+"#;
+
+/// Renews this node's presence and forgets expired nodes.
+/// KEYS: nodes, own users hash, own subs hash. ARGV: node, TTL (ms).
+/// Returns the number of live nodes.
+pub const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Sums one field over the hashes of the live nodes; with ARGV[4] set, first writes this
+/// node's own count (ARGV[5]) so that two nodes admitting at once cannot both pass.
+/// KEYS: nodes. ARGV: prefix, hash kind (`users`/`subs`), field, own node or "", own count.
+/// Returns the cluster-wide total.
+pub const COUNT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function key(n) return ARGV[1] .. ':node:' .. n .. ':' .. ARGV[2] end
+local total = 0
+if ARGV[4] ~= '' then
+  local own = tonumber(ARGV[5])
+  if own > 0 then
+    redis.call('HSET', key(ARGV[4]), ARGV[3], own)
+  else
+    redis.call('HDEL', key(ARGV[4]), ARGV[3])
+  end
+  total = own
+end
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  if n ~= ARGV[4] then
+    local c = redis.call('HGET', key(n), ARGV[3])
+    if c then total = total + tonumber(c) end
+  end
+end
+return total
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let ch: Arc<str> = Arc::from("trades.AAPL");
+        let m = parse_message(
+            &ch,
+            Bytes::from_static(b"9f2c 17 1700000000000000000 trade\n{\"p\":1,\n\"q\":2}"),
+        )
+        .unwrap();
+        assert_eq!(&*m.epoch, "9f2c");
+        assert_eq!(m.seq, 17);
+        assert_eq!(m.ts, 1_700_000_000_000_000_000);
+        assert_eq!(&*m.event, "trade");
+        assert_eq!(&m.data[..], b"{\"p\":1,\n\"q\":2}");
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let ch: Arc<str> = Arc::from("c");
+        for bad in [
+            &b"no newline"[..],
+            b"e 1 2\n{}",
+            b"e x 2 ev\n{}",
+            b"e 1 2 ev extra\n{}",
+            b" 1 2 ev\n{}",
+            b"e 1 2 \n{}",
+        ] {
+            assert!(parse_message(&ch, Bytes::from(bad)).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        let k = Keys::new("qc");
+        assert_eq!(k.meta("trades.A"), "qc:{trades.A}:m");
+        assert_eq!(k.stream("trades.A"), "qc:{trades.A}:x");
+        assert_eq!(k.channel_of(&k.pubsub("trades.A")), Some("trades.A"));
+        assert_eq!(k.channel_of("other:ev:x"), None);
+        assert_eq!(k.users("n1"), "qc:node:n1:users");
+    }
+}
