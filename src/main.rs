@@ -132,7 +132,12 @@ struct ServeArgs {
     #[arg(long, value_enum, env = "QUOTECAST_LOG_FORMAT")]
     log_format: Option<LogFormatArg>,
     /// Cluster mode: the Redis every node shares, `redis://[:password@]host:port[/db]`.
-    #[arg(long, env = "QUOTECAST_REDIS", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "QUOTECAST_REDIS",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     redis: Option<String>,
     /// Cluster mode: this node's name, unique per running node [default: random].
     #[arg(long, env = "QUOTECAST_NODE_ID")]

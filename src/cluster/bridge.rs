@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::{redacted_url, ClusterConfig};
 use super::wire::{self, Keys, RawEvent};
 use crate::engine::channel::{ChannelKind, ChannelRules};
-use crate::engine::shard::{PubReply, PublishError, Remote, ShardMsg, SyncMsg};
+use crate::engine::shard::{PubReply, Remote, ShardMsg, SyncMsg};
 use crate::engine::signal::Mesh;
 use crate::protocol::op::PubEvent;
 
@@ -30,7 +30,7 @@ use crate::protocol::op::PubEvent;
 /// bridge's memory when a shard stalls.
 const OUTBOX_LIMIT: usize = 64 * 1024;
 /// Events per publish script call.
-const SCRIPT_BATCH: usize = 256;
+pub(super) const SCRIPT_BATCH: usize = 256;
 /// Redis connect and response timeout.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff bounds.
@@ -43,9 +43,9 @@ const SUBSCRIBE_CHUNK: usize = 1000;
 
 /// A publish waiting for Redis.
 #[derive(Debug)]
-struct PublishJob {
-    events: Vec<(u16, PubEvent)>,
-    reply: PubReply,
+pub(super) struct PublishJob {
+    pub(super) events: Vec<(u16, PubEvent)>,
+    pub(super) reply: PubReply,
 }
 
 /// A message from a shard to the bridge.
@@ -200,11 +200,7 @@ impl Cluster {
     }
 
     /// Queues a publish; gives the reply back when the queue is full.
-    pub fn publish(
-        &self,
-        events: Vec<(u16, PubEvent)>,
-        reply: PubReply,
-    ) -> Result<(), PubReply> {
+    pub fn publish(&self, events: Vec<(u16, PubEvent)>, reply: PubReply) -> Result<(), PubReply> {
         self.publish_tx
             .try_send(PublishJob { events, reply })
             .map_err(|e| match e {
@@ -233,22 +229,22 @@ impl Cluster {
 
 /// The script hashes, loaded on every (re)connect.
 #[derive(Debug, Clone)]
-struct Shas {
-    publish: String,
-    sync: String,
-    heartbeat: String,
-    count: String,
+pub(super) struct Shas {
+    pub(super) publish: String,
+    pub(super) sync: String,
+    pub(super) heartbeat: String,
+    pub(super) count: String,
 }
 
 /// A live connection to Redis.
-struct Link {
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
-    shas: Shas,
+pub(super) struct Link {
+    pub(super) conn: MultiplexedConnection,
+    pub(super) sink: PubSubSink,
+    pub(super) shas: Shas,
 }
 
 /// What a spawned Redis call reports back to the bridge loop.
-enum Done {
+pub(super) enum Done {
     Connected(Box<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)>),
     ConnectFailed(String),
     /// A Redis call failed on connection `gen`.
@@ -295,35 +291,36 @@ impl Chan {
     }
 }
 
-struct Bridge {
-    cfg: ClusterConfig,
-    keys: Keys,
-    rules: ChannelRules,
-    mesh: Arc<Mesh<ShardMsg>>,
-    status: Arc<ClusterStatus>,
-    client: redis::Client,
-    max_per_user: usize,
-    link: Option<Link>,
+pub(super) struct Bridge {
+    pub(super) cfg: ClusterConfig,
+    pub(super) keys: Keys,
+    pub(super) rules: ChannelRules,
+    pub(super) mesh: Arc<Mesh<ShardMsg>>,
+    pub(super) status: Arc<ClusterStatus>,
+    pub(super) client: redis::Client,
+    pub(super) max_per_user: usize,
+    pub(super) link: Option<Link>,
     /// Connection generation: results of calls on an older connection are ignored.
-    gen: u64,
-    connecting: bool,
-    backoff: Duration,
-    next_attempt: Instant,
-    next_heartbeat: Instant,
+    pub(super) gen: u64,
+    pub(super) connecting: bool,
+    pub(super) backoff: Duration,
+    pub(super) next_attempt: Instant,
+    pub(super) next_heartbeat: Instant,
     channels: AHashMap<Arc<str>, Chan>,
-    next_token: u64,
-    users: AHashMap<Arc<str>, u32>,
-    subs: AHashMap<Arc<str>, u32>,
-    dirty_users: AHashSet<Arc<str>>,
-    dirty_subs: AHashSet<Arc<str>>,
+    pub(super) next_token: u64,
+    pub(super) users: AHashMap<Arc<str>, u32>,
+    pub(super) subs: AHashMap<Arc<str>, u32>,
+    pub(super) dirty_users: AHashSet<Arc<str>>,
+    pub(super) dirty_subs: AHashSet<Arc<str>>,
     /// Messages for each shard, in order, waiting for room in its inbox.
-    outbox: Vec<VecDeque<Remote>>,
+    pub(super) outbox: Vec<VecDeque<Remote>>,
     /// Channels whose events were dropped for a full outbox, to re-read once it drains.
-    starved: Vec<Arc<str>>,
+    pub(super) starved: Vec<Arc<str>>,
 }
 
 /// The shared view of the current connection for the publisher task.
-type Shared = std::rc::Rc<std::cell::RefCell<Option<(u64, MultiplexedConnection, String)>>>;
+pub(super) type SharedLink =
+    std::rc::Rc<std::cell::RefCell<Option<(u64, MultiplexedConnection, String)>>>;
 
 impl Bridge {
     async fn run(
@@ -332,8 +329,8 @@ impl Bridge {
         mut control_rx: mpsc::UnboundedReceiver<Control>,
     ) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-        let shared: Shared = Default::default();
-        tokio::task::spawn_local(publisher(
+        let shared: SharedLink = Default::default();
+        tokio::task::spawn_local(super::publish::publisher(
             publish_rx,
             shared.clone(),
             self.mesh.clone(),
@@ -485,47 +482,7 @@ impl Bridge {
                 }
                 self.dirty_subs.insert(channel);
             }
-            Control::Admit { user, shard, conn } => {
-                let n = {
-                    let n = self.users.entry(user.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                self.dirty_users.remove(&user);
-                let Some(link) = &self.link else {
-                    // Redis unreachable: the local limit alone applies; written on reconnect.
-                    self.dirty_users.insert(user);
-                    return;
-                };
-                let mut conn_r = link.conn.clone();
-                let sha = link.shas.count.clone();
-                let keys = self.keys.clone();
-                let node = self.cfg.node_id.clone();
-                let gen = self.gen;
-                let tx = done_tx.clone();
-                tokio::task::spawn_local(async move {
-                    let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
-                        .arg(&sha)
-                        .arg(1)
-                        .arg(keys.nodes())
-                        .arg(keys.prefix())
-                        .arg("users")
-                        .arg(&*user)
-                        .arg(&node)
-                        .arg(n)
-                        .query_async(&mut conn_r)
-                        .await;
-                    let _ = match r {
-                        Ok(total) => tx.send(Done::Admitted {
-                            user,
-                            shard,
-                            conn,
-                            total,
-                        }),
-                        Err(e) => tx.send(Done::Broken(gen, e.to_string())),
-                    };
-                });
-            }
+            Control::Admit { user, shard, conn } => self.admit(user, shard, conn, done_tx),
             Control::UserLeft { user } => {
                 if let Some(n) = self.users.get_mut(&user) {
                     *n = n.saturating_sub(1);
@@ -535,39 +492,7 @@ impl Bridge {
                 }
                 self.dirty_users.insert(user);
             }
-            Control::Presence { query, reply } => {
-                if self.link.is_none() {
-                    let _ = reply.send(None);
-                    return;
-                }
-                let (kind, field) = match query {
-                    PresenceQuery::User(u) => ("users", u),
-                    PresenceQuery::Channel(c) => ("subs", c),
-                };
-                // Counts written since the last flush go first, on the same connection.
-                self.flush_presence(done_tx);
-                let Some(link) = &self.link else {
-                    let _ = reply.send(None);
-                    return;
-                };
-                let mut conn = link.conn.clone();
-                let sha = link.shas.count.clone();
-                let keys = self.keys.clone();
-                tokio::task::spawn_local(async move {
-                    let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
-                        .arg(&sha)
-                        .arg(1)
-                        .arg(keys.nodes())
-                        .arg(keys.prefix())
-                        .arg(kind)
-                        .arg(&*field)
-                        .arg("")
-                        .arg(0)
-                        .query_async(&mut conn)
-                        .await;
-                    let _ = reply.send(r.ok());
-                });
-            }
+            Control::Presence { query, reply } => self.presence(query, reply, done_tx),
         }
     }
 
@@ -667,7 +592,7 @@ impl Bridge {
         Some(async move {
             let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
             let result = match r {
-                Ok(v) => parse_sync(&channel, v).ok_or_else(|| "bad SYNC reply".to_string()),
+                Ok(v) => wire::parse_sync(&channel, v).ok_or_else(|| "bad SYNC reply".to_string()),
                 Err(e) => Err(e.to_string()),
             };
             Done::Synced {
@@ -684,7 +609,7 @@ impl Bridge {
         token: u64,
         result: Result<(Arc<str>, u64, Vec<RawEvent>), String>,
         done_tx: &mpsc::UnboundedSender<Done>,
-        shared: &Shared,
+        shared: &SharedLink,
     ) {
         let Some(c) = self.channels.get_mut(&channel) else {
             return;
@@ -721,7 +646,12 @@ impl Bridge {
                     );
                 } else if c.kind == ChannelKind::Conflated {
                     // Only the latest value matters on a conflated channel.
-                    out.extend(events.into_iter().last().map(|e| Remote::Sequenced(Box::new(e))));
+                    out.extend(
+                        events
+                            .into_iter()
+                            .last()
+                            .map(|e| Remote::Sequenced(Box::new(e))),
+                    );
                 } else {
                     self.status.resets.fetch_add(1, Ordering::Relaxed);
                     out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, true));
@@ -812,7 +742,7 @@ impl Bridge {
         &mut self,
         done: Done,
         done_tx: &mpsc::UnboundedSender<Done>,
-        shared: &Shared,
+        shared: &SharedLink,
     ) -> Option<PubSubStream> {
         match done {
             Done::Connected(parts) => {
@@ -896,7 +826,7 @@ impl Bridge {
         None
     }
 
-    fn on_broken(&mut self, gen: u64, error: String, shared: &Shared) {
+    fn on_broken(&mut self, gen: u64, error: String, shared: &SharedLink) {
         if gen != self.gen || self.link.is_none() {
             return;
         }
@@ -918,88 +848,6 @@ impl Bridge {
         if let Ok(mut last) = self.status.last_error.lock() {
             *last = e.to_string();
         }
-    }
-
-    // ---- presence ---------------------------------------------------------------------
-
-    fn heartbeat(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
-        let Some(link) = &self.link else { return };
-        let mut conn = link.conn.clone();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&link.shas.heartbeat)
-            .arg(3)
-            .arg(self.keys.nodes())
-            .arg(self.keys.users(&self.cfg.node_id))
-            .arg(self.keys.subs(&self.cfg.node_id))
-            .arg(&self.cfg.node_id)
-            .arg(self.cfg.presence_ttl.as_millis() as u64);
-        let gen = self.gen;
-        let tx = done_tx.clone();
-        tokio::task::spawn_local(async move {
-            let _ = match cmd.query_async::<u64>(&mut conn).await {
-                Ok(n) => tx.send(Done::LiveNodes(n)),
-                Err(e) => tx.send(Done::Broken(gen, e.to_string())),
-            };
-        });
-    }
-
-    /// Writes this node's whole presence again (after a reconnect: Redis may have lost it).
-    fn rewrite_presence(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
-        self.dirty_users = self.users.keys().cloned().collect();
-        self.dirty_subs = self.subs.keys().cloned().collect();
-        let Some(link) = &self.link else { return };
-        let mut conn = link.conn.clone();
-        let mut p = redis::pipe();
-        p.del(self.keys.users(&self.cfg.node_id)).ignore();
-        p.del(self.keys.subs(&self.cfg.node_id)).ignore();
-        let gen = self.gen;
-        let tx = done_tx.clone();
-        tokio::task::spawn_local(async move {
-            if let Err(e) = p.query_async::<()>(&mut conn).await {
-                let _ = tx.send(Done::Broken(gen, e.to_string()));
-            }
-        });
-        self.flush_presence(done_tx);
-    }
-
-    fn flush_presence(&mut self, done_tx: &mpsc::UnboundedSender<Done>) {
-        if self.dirty_users.is_empty() && self.dirty_subs.is_empty() {
-            return;
-        }
-        let Some(link) = &self.link else { return };
-        let ttl = self.cfg.presence_ttl.as_millis() as u64;
-        let mut p = redis::pipe();
-        for (hash, dirty, map) in [
-            (
-                self.keys.users(&self.cfg.node_id),
-                &mut self.dirty_users,
-                &self.users,
-            ),
-            (
-                self.keys.subs(&self.cfg.node_id),
-                &mut self.dirty_subs,
-                &self.subs,
-            ),
-        ] {
-            if dirty.is_empty() {
-                continue;
-            }
-            for k in dirty.drain() {
-                match map.get(&k) {
-                    Some(n) => p.hset(&hash, &*k, *n).ignore(),
-                    None => p.hdel(&hash, &*k).ignore(),
-                };
-            }
-            p.pexpire(&hash, ttl as i64).ignore();
-        }
-        let mut conn = link.conn.clone();
-        let gen = self.gen;
-        let tx = done_tx.clone();
-        tokio::task::spawn_local(async move {
-            if let Err(e) = p.query_async::<()>(&mut conn).await {
-                let _ = tx.send(Done::Broken(gen, e.to_string()));
-            }
-        });
     }
 }
 
@@ -1061,146 +909,6 @@ async fn open(
     ))
 }
 
-/// The publish pipeline: takes every waiting job, runs them as script calls of up to
-/// [`SCRIPT_BATCH`] events on the one connection, and answers each job with its sequence
-/// numbers. One batch in flight at a time keeps the order; batches grow with the load.
-#[allow(clippy::too_many_arguments)]
-async fn publisher(
-    mut rx: mpsc::Receiver<PublishJob>,
-    shared: Shared,
-    mesh: Arc<Mesh<ShardMsg>>,
-    status: Arc<ClusterStatus>,
-    keys: Keys,
-    rules: ChannelRules,
-    ttl_secs: u64,
-    done_tx: mpsc::UnboundedSender<Done>,
-) {
-    let mut jobs: Vec<PublishJob> = Vec::new();
-    loop {
-        if rx.recv_many(&mut jobs, 64).await == 0 {
-            return;
-        }
-        let link = shared.borrow().clone();
-        let Some((gen, mut conn, sha)) = link else {
-            status
-                .publish_failures
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            for job in jobs.drain(..) {
-                fail(&mesh, job.reply).await;
-            }
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        let mut calls = 0usize;
-        let epoch = new_epoch();
-        let flat: Vec<&PubEvent> = jobs
-            .iter()
-            .flat_map(|j| j.events.iter().map(|(_, e)| e))
-            .collect();
-        for chunk in flat.chunks(SCRIPT_BATCH) {
-            let mut c = redis::cmd("EVALSHA");
-            c.arg(&sha).arg(chunk.len() * 2);
-            for ev in chunk {
-                c.arg(keys.meta(&ev.channel)).arg(keys.stream(&ev.channel));
-            }
-            c.arg(ttl_secs);
-            let ts = crate::engine::event::now_ns();
-            for ev in chunk {
-                let history = rules
-                    .resolve(&ev.channel)
-                    .map_or(0, |r| r.policy.history);
-                c.arg(keys.pubsub(&ev.channel))
-                    .arg(&epoch)
-                    .arg(history)
-                    .arg(&ev.event)
-                    .arg(ts)
-                    .arg(&ev.data[..]);
-            }
-            pipe.add_command(c);
-            calls += 1;
-        }
-        let r: redis::RedisResult<Vec<Vec<u64>>> = pipe.query_async(&mut conn).await;
-        match r {
-            Ok(seqs) if seqs.len() == calls => {
-                let mut it = seqs.into_iter().flatten();
-                for job in jobs.drain(..) {
-                    let got: Vec<(u16, u64)> = job
-                        .events
-                        .iter()
-                        .map(|(i, _)| (*i, it.next().unwrap_or(0)))
-                        .collect();
-                    answer(&mesh, job.reply, got).await;
-                }
-            }
-            other => {
-                let e = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "unexpected publish reply".into(),
-                };
-                status
-                    .publish_failures
-                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                for job in jobs.drain(..) {
-                    fail(&mesh, job.reply).await;
-                }
-                let _ = done_tx.send(Done::Broken(gen, e));
-            }
-        }
-    }
-}
-
-/// Delivers a publish's sequence numbers to whoever waits for them.
-async fn answer(mesh: &Mesh<ShardMsg>, reply: PubReply, seqs: Vec<(u16, u64)>) {
-    match reply {
-        PubReply::None => {}
-        PubReply::Http { tx, .. } => {
-            let _ = tx.send(Ok(seqs));
-        }
-        PubReply::Peer {
-            shard, conn, token, ..
-        } => send_retry(mesh, shard, Remote::PublishAck { conn, token, seqs }).await,
-    }
-}
-
-/// Tells whoever waits that the publish did not happen.
-async fn fail(mesh: &Mesh<ShardMsg>, reply: PubReply) {
-    match reply {
-        PubReply::None => {}
-        PubReply::Http { tx, .. } => {
-            let _ = tx.send(Err(PublishError::Unavailable));
-        }
-        PubReply::Peer {
-            shard, conn, token, ..
-        } => {
-            send_retry(
-                mesh,
-                shard,
-                Remote::PublishFailed {
-                    conn,
-                    token,
-                    error: PublishError::Unavailable,
-                },
-            )
-            .await
-        }
-    }
-}
-
-/// Sends one item to a shard, waiting while its inbox is full (backpressure on the
-/// publish pipeline).
-async fn send_retry(mesh: &Mesh<ShardMsg>, shard: usize, item: Remote) {
-    let mut msg = ShardMsg::Batch(vec![item]);
-    loop {
-        match mesh.send(shard, msg) {
-            Ok(()) => return,
-            Err(back) => {
-                msg = back;
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-        }
-    }
-}
-
 fn sync_msg(
     channel: &Arc<str>,
     join_id: u64,
@@ -1220,7 +928,7 @@ fn sync_msg(
 }
 
 /// A fresh random epoch (hex), offered to Redis for a channel that has none.
-fn new_epoch() -> String {
+pub(super) fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
@@ -1228,105 +936,9 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
 
-/// Parses the SYNC reply `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
-fn parse_sync(channel: &Arc<str>, v: Value) -> Option<(Arc<str>, u64, Vec<RawEvent>)> {
-    let Value::Array(mut top) = v else {
-        return None;
-    };
-    if top.len() != 3 {
-        return None;
-    }
-    let evs = top.pop()?;
-    let seq = as_u64(&top.pop()?)?;
-    let epoch: Arc<str> = Arc::from(as_str(&top.pop()?)?);
-    let Value::Array(entries) = evs else {
-        return None;
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let Value::Array(mut pair) = e else {
-            return None;
-        };
-        if pair.len() != 2 {
-            return None;
-        }
-        let fields = pair.pop()?;
-        let id = pair.pop()?;
-        let seq: u64 = as_str(&id)?.split('-').next()?.parse().ok()?;
-        let Value::Array(fields) = fields else {
-            return None;
-        };
-        let (mut event, mut ts, mut data) = (None, None, None);
-        for kv in fields.chunks(2) {
-            let [k, v] = kv else { return None };
-            match as_str(k)? {
-                "e" => event = Some(as_str(v)?.to_string()),
-                "t" => ts = as_u64(v),
-                "d" => {
-                    data = match v {
-                        Value::BulkString(b) => Some(Bytes::from(b.clone())),
-                        _ => None,
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.push(RawEvent {
-            channel: channel.clone(),
-            epoch: epoch.clone(),
-            seq,
-            ts: ts?,
-            event: event?.into_boxed_str(),
-            data: data?,
-        });
-    }
-    Some((epoch, seq, out))
-}
-
-fn as_str(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => as_str(other)?.parse().ok(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sync_reply_parses() {
-        let ch: Arc<str> = Arc::from("t.A");
-        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let v = Value::Array(vec![
-            b("ep"),
-            Value::Int(8),
-            Value::Array(vec![
-                Value::Array(vec![
-                    b("7-0"),
-                    Value::Array(vec![b("e"), b("trade"), b("t"), b("5"), b("d"), b("{}")]),
-                ]),
-                Value::Array(vec![
-                    b("8-0"),
-                    Value::Array(vec![b("e"), b("trade"), b("t"), b("6"), b("d"), b("[1]")]),
-                ]),
-            ]),
-        ]);
-        let (e, s, evs) = parse_sync(&ch, v).unwrap();
-        assert_eq!((&*e, s), ("ep", 8));
-        assert_eq!(evs.len(), 2);
-        assert_eq!((evs[0].seq, evs[0].ts, &evs[1].data[..]), (7, 5, &b"[1]"[..]));
-        assert!(parse_sync(&ch, Value::Int(1)).is_none());
-        assert!(parse_sync(&ch, Value::Array(vec![b("e"), Value::Int(1)])).is_none());
-    }
 
     #[test]
     fn jitter_stays_within_half_to_full() {

@@ -170,7 +170,10 @@ mod tests {
             redacted_url("redis://:hunter2@10.0.0.1:6379/0"),
             "redis://***@10.0.0.1:6379/0"
         );
-        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         let raw = RawCluster {
             redis: "redis://user:hunter2@h:1".into(),
             ..RawCluster::default()

@@ -32,6 +32,8 @@
 
 pub mod bridge;
 pub mod config;
+mod presence;
+mod publish;
 pub mod wire;
 
 pub use bridge::{Cluster, ClusterStatus, Control, PresenceQuery};
@@ -88,6 +90,9 @@ pub fn render_metrics(out: &mut String, s: &ClusterStatus) {
         ),
     ];
     for (name, kind, help, v) in rows {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
 }

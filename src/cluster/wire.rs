@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use redis::Value;
 
 /// An event as sequenced in Redis, before it is encoded for clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,9 +216,108 @@ end
 return total
 "#;
 
+/// Parses the SYNC reply `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
+pub fn parse_sync(channel: &Arc<str>, v: Value) -> Option<(Arc<str>, u64, Vec<RawEvent>)> {
+    let Value::Array(mut top) = v else {
+        return None;
+    };
+    if top.len() != 3 {
+        return None;
+    }
+    let evs = top.pop()?;
+    let seq = as_u64(&top.pop()?)?;
+    let epoch: Arc<str> = Arc::from(as_str(&top.pop()?)?);
+    let Value::Array(entries) = evs else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(mut pair) = e else {
+            return None;
+        };
+        if pair.len() != 2 {
+            return None;
+        }
+        let fields = pair.pop()?;
+        let id = pair.pop()?;
+        let seq: u64 = as_str(&id)?.split('-').next()?.parse().ok()?;
+        let Value::Array(fields) = fields else {
+            return None;
+        };
+        let (mut event, mut ts, mut data) = (None, None, None);
+        for kv in fields.chunks(2) {
+            let [k, v] = kv else { return None };
+            match as_str(k)? {
+                "e" => event = Some(as_str(v)?.to_string()),
+                "t" => ts = as_u64(v),
+                "d" => {
+                    data = match v {
+                        Value::BulkString(b) => Some(Bytes::from(b.clone())),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(RawEvent {
+            channel: channel.clone(),
+            epoch: epoch.clone(),
+            seq,
+            ts: ts?,
+            event: event?.into_boxed_str(),
+            data: data?,
+        });
+    }
+    Some((epoch, seq, out))
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_reply_parses() {
+        let ch: Arc<str> = Arc::from("t.A");
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let v = Value::Array(vec![
+            b("ep"),
+            Value::Int(8),
+            Value::Array(vec![
+                Value::Array(vec![
+                    b("7-0"),
+                    Value::Array(vec![b("e"), b("trade"), b("t"), b("5"), b("d"), b("{}")]),
+                ]),
+                Value::Array(vec![
+                    b("8-0"),
+                    Value::Array(vec![b("e"), b("trade"), b("t"), b("6"), b("d"), b("[1]")]),
+                ]),
+            ]),
+        ]);
+        let (e, s, evs) = parse_sync(&ch, v).unwrap();
+        assert_eq!((&*e, s), ("ep", 8));
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            (evs[0].seq, evs[0].ts, &evs[1].data[..]),
+            (7, 5, &b"[1]"[..])
+        );
+        assert!(parse_sync(&ch, Value::Int(1)).is_none());
+        assert!(parse_sync(&ch, Value::Array(vec![b("e"), Value::Int(1)])).is_none());
+    }
 
     #[test]
     fn message_round_trip() {

@@ -99,7 +99,7 @@ pub enum PubReply {
     /// An HTTP request; `idx` are the events' positions in its batch.
     Http {
         /// Where the `(position, seq)` pairs go.
-        tx: oneshot::Sender<Result<Vec<(u16, u64)>, PublishError>>,
+        tx: oneshot::Sender<PublishResult>,
         /// Positions in the original batch.
         idx: Vec<u16>,
     },
@@ -121,6 +121,9 @@ impl PublishError {
         }
     }
 }
+
+/// The `(position, seq)` pairs of a publish, or why it did not happen.
+pub type PublishResult = Result<Vec<(u16, u64)>, PublishError>;
 
 /// Cluster mode: a channel's state read from Redis, for its home shard.
 #[derive(Debug)]
@@ -957,7 +960,12 @@ impl Shard {
         let Some(ch) = self.local.get(channel) else {
             return;
         };
-        let subs: Vec<Rc<Sub>> = ch.subs.iter().filter(|s| !s.pending.get()).cloned().collect();
+        let subs: Vec<Rc<Sub>> = ch
+            .subs
+            .iter()
+            .filter(|s| !s.pending.get())
+            .cloned()
+            .collect();
         let mut frames: [Option<Bytes>; 2] = [None, None];
         let mut overflowed = Vec::new();
         for sub in subs {
@@ -998,7 +1006,13 @@ impl Shard {
             return;
         };
         if let Some(id) = peer.take_ack(token) {
-            let f = encode::error(peer.format, Some(&id), error.code(), None, &error.to_string());
+            let f = encode::error(
+                peer.format,
+                Some(&id),
+                error.code(),
+                None,
+                &error.to_string(),
+            );
             if peer.reply(f).is_err() {
                 self.close_peer(&peer, 4008, "slow consumer", true);
                 return;

@@ -25,7 +25,7 @@ use super::runtime::{ConnectionGuard, ShardCtx};
 use super::status;
 use crate::auth::Role;
 use crate::cluster::PresenceQuery;
-use crate::engine::shard::{PubReply, PublishError};
+use crate::engine::shard::{PubReply, PublishResult};
 use crate::protocol::op::parse_http_publish;
 use crate::protocol::Format;
 
@@ -346,7 +346,7 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     }
     let first_channel = events[0].channel.clone();
     let total = events.len();
-    let mut waits: Vec<oneshot::Receiver<Result<Vec<(u16, u64)>, PublishError>>> = Vec::new();
+    let mut waits: Vec<oneshot::Receiver<PublishResult>> = Vec::new();
     let result = {
         let mut shard = ctx.shard.borrow_mut();
         let r = shard.publish(events, |idx| {

@@ -181,7 +181,11 @@ pub struct ClusterHealth {
 pub fn cluster_health(ctx: &ShardCtx) -> Option<ClusterHealth> {
     let cluster = cluster_info(ctx)?;
     Some(ClusterHealth {
-        status: if cluster.redis == "up" { "ok" } else { "degraded" },
+        status: if cluster.redis == "up" {
+            "ok"
+        } else {
+            "degraded"
+        },
         cluster,
     })
 }
@@ -212,7 +216,10 @@ pub async fn presence(ctx: &ShardCtx, query: PresenceQuery) -> Option<u64> {
                 reply: tx,
             };
             mesh.send(home, msg).ok()?;
-            tokio::time::timeout(SHARD_ANSWER_TIMEOUT, rx).await.ok()?.ok()
+            tokio::time::timeout(SHARD_ANSWER_TIMEOUT, rx)
+                .await
+                .ok()?
+                .ok()
         }
     }
 }

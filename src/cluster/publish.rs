@@ -1,0 +1,154 @@
+//! The publish pipeline (part of the bridge): publish batches from the shards become Lua
+//! script calls on the one pipelined Redis connection; the answers go back to whoever waits.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::bridge::{new_epoch, Done, PublishJob, SharedLink, SCRIPT_BATCH};
+use super::wire::Keys;
+use super::ClusterStatus;
+use crate::engine::channel::ChannelRules;
+use crate::engine::shard::{PubReply, PublishError, Remote, ShardMsg};
+use crate::engine::signal::Mesh;
+use crate::protocol::op::PubEvent;
+
+/// The publish pipeline: takes every waiting job, runs them as script calls of up to
+/// [`SCRIPT_BATCH`] events on the one connection, and answers each job with its sequence
+/// numbers. One batch in flight at a time keeps the order; batches grow with the load.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn publisher(
+    mut rx: mpsc::Receiver<PublishJob>,
+    shared: SharedLink,
+    mesh: Arc<Mesh<ShardMsg>>,
+    status: Arc<ClusterStatus>,
+    keys: Keys,
+    rules: ChannelRules,
+    ttl_secs: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+) {
+    let mut jobs: Vec<PublishJob> = Vec::new();
+    loop {
+        if rx.recv_many(&mut jobs, 64).await == 0 {
+            return;
+        }
+        let link = shared.borrow().clone();
+        let Some((gen, mut conn, sha)) = link else {
+            status
+                .publish_failures
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            for job in jobs.drain(..) {
+                fail(&mesh, job.reply).await;
+            }
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        let mut calls = 0usize;
+        let epoch = new_epoch();
+        let flat: Vec<&PubEvent> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().map(|(_, e)| e))
+            .collect();
+        for chunk in flat.chunks(SCRIPT_BATCH) {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(&sha).arg(chunk.len() * 2);
+            for ev in chunk {
+                c.arg(keys.meta(&ev.channel)).arg(keys.stream(&ev.channel));
+            }
+            c.arg(ttl_secs);
+            let ts = crate::engine::event::now_ns();
+            for ev in chunk {
+                let history = rules.resolve(&ev.channel).map_or(0, |r| r.policy.history);
+                c.arg(keys.pubsub(&ev.channel))
+                    .arg(&epoch)
+                    .arg(history)
+                    .arg(&ev.event)
+                    .arg(ts)
+                    .arg(&ev.data[..]);
+            }
+            pipe.add_command(c);
+            calls += 1;
+        }
+        let r: redis::RedisResult<Vec<Vec<u64>>> = pipe.query_async(&mut conn).await;
+        match r {
+            Ok(seqs) if seqs.len() == calls => {
+                let mut it = seqs.into_iter().flatten();
+                for job in jobs.drain(..) {
+                    let got: Vec<(u16, u64)> = job
+                        .events
+                        .iter()
+                        .map(|(i, _)| (*i, it.next().unwrap_or(0)))
+                        .collect();
+                    answer(&mesh, job.reply, got).await;
+                }
+            }
+            other => {
+                let e = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected publish reply".into(),
+                };
+                status
+                    .publish_failures
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                for job in jobs.drain(..) {
+                    fail(&mesh, job.reply).await;
+                }
+                let _ = done_tx.send(Done::Broken(gen, e));
+            }
+        }
+    }
+}
+
+/// Delivers a publish's sequence numbers to whoever waits for them.
+async fn answer(mesh: &Mesh<ShardMsg>, reply: PubReply, seqs: Vec<(u16, u64)>) {
+    match reply {
+        PubReply::None => {}
+        PubReply::Http { tx, .. } => {
+            let _ = tx.send(Ok(seqs));
+        }
+        PubReply::Peer {
+            shard, conn, token, ..
+        } => send_retry(mesh, shard, Remote::PublishAck { conn, token, seqs }).await,
+    }
+}
+
+/// Tells whoever waits that the publish did not happen.
+async fn fail(mesh: &Mesh<ShardMsg>, reply: PubReply) {
+    match reply {
+        PubReply::None => {}
+        PubReply::Http { tx, .. } => {
+            let _ = tx.send(Err(PublishError::Unavailable));
+        }
+        PubReply::Peer {
+            shard, conn, token, ..
+        } => {
+            send_retry(
+                mesh,
+                shard,
+                Remote::PublishFailed {
+                    conn,
+                    token,
+                    error: PublishError::Unavailable,
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Sends one item to a shard, waiting while its inbox is full (backpressure on the
+/// publish pipeline).
+async fn send_retry(mesh: &Mesh<ShardMsg>, shard: usize, item: Remote) {
+    let mut msg = ShardMsg::Batch(vec![item]);
+    loop {
+        match mesh.send(shard, msg) {
+            Ok(()) => return,
+            Err(back) => {
+                msg = back;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    }
+}
