@@ -27,6 +27,11 @@ export interface SubscribedMsg {
   epoch: string;
   /** Only when `since` was sent: `false` means events were lost and state must be refetched. */
   recovered?: boolean;
+  /**
+   * Cluster mode: sent unasked (no `id`, `recovered: false`) when the node lost track of the
+   * channel (Redis lost its history); handled like a failed recovery.
+   */
+  resync?: boolean;
 }
 
 export interface UnsubscribedMsg {
