@@ -199,8 +199,9 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
+    // Decoded the same way as on the fast upgrade path (`handshake::classify`).
     let token = query_param(&req, "token")
-        .map(|t| t.to_string())
+        .map(handshake::percent_decode)
         .or(bearer)
         .filter(|t| !t.is_empty());
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
