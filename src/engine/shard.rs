@@ -1025,12 +1025,22 @@ impl Shard {
         let Some(peer) = self.conns.get(&resp.conn).cloned() else {
             return;
         };
-        let Some(sub) = peer.subs.borrow().get(&resp.channel).cloned() else {
+        let sub = peer
+            .subs
+            .borrow()
+            .get(&resp.channel)
+            .filter(|s| s.id == resp.sub)
+            .cloned();
+        let Some(sub) = sub else {
+            // Unsubscribed (or subscribed anew) while the request was in flight: nothing to
+            // deliver, but the request is answered, so replies held behind it go out now.
+            if peer.sub_answered().is_err() {
+                self.close_peer(&peer, 4008, "slow consumer", true);
+            } else {
+                self.mark_dirty(&peer);
+            }
             return;
         };
-        if sub.id != resp.sub {
-            return;
-        }
         let ack = reply(
             peer.format,
             &Subscribed {
@@ -1109,7 +1119,26 @@ impl Shard {
                     cl.control(Control::Leave {
                         channel: channel.clone(),
                     });
-                    self.owned.remove(channel);
+                    if let Some(st) = self.owned.remove(channel) {
+                        if let Join::Joining(parked) = st.join {
+                            // Their subscriptions are gone; the answers only release the
+                            // replies their connections hold behind them.
+                            for req in parked {
+                                let resp = SubResp {
+                                    channel: req.channel,
+                                    conn: req.conn,
+                                    sub: req.sub,
+                                    id: None,
+                                    kind: st.kind,
+                                    seq: 0,
+                                    epoch: st.epoch.clone(),
+                                    recovered: None,
+                                    replay: Vec::new(),
+                                };
+                                self.route(req.shard, Remote::SubscribeResp(resp));
+                            }
+                        }
+                    }
                 }
                 return;
             }

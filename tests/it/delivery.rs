@@ -323,3 +323,31 @@ async fn websocket_batch_publish_across_shards_acks_all_seqs_in_order() {
     let want: Vec<u64> = (0..20).map(|i| if i < 10 { 1 } else { 2 }).collect();
     assert_eq!(seqs, want);
 }
+
+/// Subscribing and at once unsubscribing (a UI flipping symbols) on channels whose home is
+/// another shard: the late subscribe answers must still release the replies held behind
+/// them (`unsubscribed`, `pong`), or the connection would go silent for good.
+#[tokio::test]
+async fn unsubscribe_before_the_subscribe_answer_does_not_stall_replies() {
+    let srv = TestServer::start(|c| c.shards = 4);
+    let mut c = Client::connect(&srv).await;
+    let names: Vec<String> = (0..16).map(|i| format!("trades.FLIP{i}")).collect();
+    for round in 0..3 {
+        for n in &names {
+            c.send(json!({"op":"subscribe","channels":[n]})).await;
+            c.send(json!({"op":"unsubscribe","channels":[n]})).await;
+        }
+        c.send(json!({"op":"ping","id":round})).await;
+        let pong = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            loop {
+                let v = c.recv().await;
+                if v["type"] == "pong" {
+                    return v;
+                }
+            }
+        })
+        .await
+        .expect("pong held back behind an unanswered subscribe");
+        assert_eq!(pong["id"], round);
+    }
+}
