@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Presence writes are coalesced over this interval.
 const PRESENCE_FLUSH: Duration = Duration::from_millis(50);
+/// Pub/sub messages handled before the shards' inboxes are written.
+const MESSAGE_BATCH: usize = 256;
+/// Timer granularity while idle, and while waiting for room in a shard's inbox.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+const RETRY_TICK: Duration = Duration::from_micros(200);
 /// Channels per SUBSCRIBE command when resubscribing after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 1000;
 
@@ -341,8 +346,6 @@ impl Bridge {
             done_tx.clone(),
         ));
         let mut stream: Option<PubSubStream> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_presence = Instant::now();
         loop {
             tokio::select! {
@@ -361,27 +364,42 @@ impl Bridge {
                     }
                 }
                 msg = next_message(&mut stream) => match msg {
-                    Some(m) => self.on_message(m, &done_tx),
+                    Some(m) => {
+                        self.on_message(m, &done_tx);
+                        // Whatever else has arrived goes to the shards in the same batch.
+                        for _ in 1..MESSAGE_BATCH {
+                            match stream.as_mut().and_then(|s| s.next().now_or_never()) {
+                                Some(Some(m)) => self.on_message(m, &done_tx),
+                                _ => break,
+                            }
+                        }
+                    }
                     None => {
                         stream = None;
                         let gen = self.gen;
                         self.on_broken(gen, "pub/sub connection closed".into(), &shared);
                     }
                 },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    if self.link.is_none() && !self.connecting && now >= self.next_attempt {
-                        self.connect(&done_tx);
-                    }
-                    if self.link.is_some() && now >= self.next_heartbeat {
-                        self.next_heartbeat = now + self.cfg.presence_ttl / 3;
-                        self.heartbeat(&done_tx);
-                    }
-                    if now.duration_since(last_presence) >= PRESENCE_FLUSH {
-                        last_presence = now;
-                        self.flush_presence(&done_tx);
-                    }
-                }
+                // Wakes for quick retries while a shard's inbox is full, otherwise for the
+                // timed work below.
+                _ = tokio::time::sleep(if self.outbox.iter().any(|q| !q.is_empty()) || !self.starved.is_empty() {
+                    RETRY_TICK
+                } else {
+                    IDLE_TICK
+                }) => {}
+            }
+            // Timed work, checked after every event so a busy stream cannot starve it.
+            let now = Instant::now();
+            if self.link.is_none() && !self.connecting && now >= self.next_attempt {
+                self.connect(&done_tx);
+            }
+            if self.link.is_some() && now >= self.next_heartbeat {
+                self.next_heartbeat = now + self.cfg.presence_ttl / 3;
+                self.heartbeat(&done_tx);
+            }
+            if now.duration_since(last_presence) >= PRESENCE_FLUSH {
+                last_presence = now;
+                self.flush_presence(&done_tx);
             }
             self.flush_outbox();
             self.restart_starved(&done_tx);

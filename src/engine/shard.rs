@@ -960,6 +960,12 @@ impl Shard {
         let Some(ch) = self.local.get(channel) else {
             return;
         };
+        // Every subscriber restarts from the new position (the old epoch's higher seqs must
+        // not hide the new epoch's events); a pending one learns it from its own answer,
+        // which comes after this notice.
+        for sub in &ch.subs {
+            sub.last_seq.set(seq);
+        }
         let subs: Vec<Rc<Sub>> = ch
             .subs
             .iter()
@@ -969,7 +975,6 @@ impl Shard {
         let mut frames: [Option<Bytes>; 2] = [None, None];
         let mut overflowed = Vec::new();
         for sub in subs {
-            sub.last_seq.set(seq);
             let peer = &sub.peer;
             let i = (peer.format == Format::Msgpack) as usize;
             let frame = frames[i]
