@@ -38,6 +38,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Presence writes are coalesced over this interval.
 const PRESENCE_FLUSH: Duration = Duration::from_millis(50);
+/// How long a join waits for an unreachable Redis before it is answered without history.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
 /// Pub/sub messages handled before the shards' inboxes are written.
 const MESSAGE_BATCH: usize = 256;
 /// Timer granularity while idle, and while waiting for room in a shard's inbox.
@@ -118,6 +120,8 @@ pub enum PresenceQuery {
 pub struct ClusterStatus {
     /// Connected to Redis.
     pub up: AtomicBool,
+    /// Has been connected since start (`/ready` waits for it).
+    pub ever_up: AtomicBool,
     /// Connections to Redis lost.
     pub disconnects: AtomicU64,
     /// Channels reset (history lost): subscribers were told `recovered: false`.
@@ -179,6 +183,7 @@ impl Cluster {
             dirty_subs: AHashSet::new(),
             outbox: (0..mesh.len()).map(|_| VecDeque::new()).collect(),
             starved: Vec::new(),
+            pending_joins: VecDeque::new(),
         };
         std::thread::Builder::new()
             .name("quotecast-redis".into())
@@ -321,6 +326,8 @@ pub(super) struct Bridge {
     pub(super) outbox: Vec<VecDeque<Remote>>,
     /// Channels whose events were dropped for a full outbox, to re-read once it drains.
     pub(super) starved: Vec<Arc<str>>,
+    /// Joins waiting for Redis: answered without history at the instant given.
+    pub(super) pending_joins: VecDeque<(Instant, Arc<str>, u64)>,
 }
 
 /// The shared view of the current connection for the publisher task.
@@ -377,7 +384,9 @@ impl Bridge {
                     None => {
                         stream = None;
                         let gen = self.gen;
-                        self.on_broken(gen, "pub/sub connection closed".into(), &shared);
+                        // The command connection may be fine: publishes keep going on it
+                        // (they land in Redis history) while both are re-established.
+                        self.on_broken(gen, "pub/sub connection closed".into(), None);
                     }
                 },
                 // Wakes for quick retries while a shard's inbox is full, otherwise for the
@@ -396,6 +405,20 @@ impl Bridge {
             if self.link.is_some() && now >= self.next_heartbeat {
                 self.next_heartbeat = now + self.cfg.presence_ttl / 3;
                 self.heartbeat(&done_tx);
+            }
+            while let Some((at, _, _)) = self.pending_joins.front() {
+                if *at > now {
+                    break;
+                }
+                if let Some((_, ch, id)) = self.pending_joins.pop_front() {
+                    if self
+                        .channels
+                        .get(&ch)
+                        .is_some_and(|c| c.join_id == id && !c.announced)
+                    {
+                        self.announce_unknown(&ch);
+                    }
+                }
             }
             if now.duration_since(last_presence) >= PRESENCE_FLUSH {
                 last_presence = now;
@@ -473,9 +496,11 @@ impl Bridge {
                 if self.link.is_some() {
                     self.subscribe_and_sync(channel, done_tx);
                 } else {
-                    // Serve the subscriber now; it learns the real epoch (a `resync`) once
-                    // Redis is back.
-                    self.announce_unknown(&channel);
+                    // Give Redis a moment (a node just started, a blip); then serve the
+                    // subscriber without history: it learns the real epoch (a `resync`)
+                    // once Redis is back.
+                    self.pending_joins
+                        .push_back((Instant::now() + JOIN_GRACE, channel, join_id));
                 }
             }
             Control::Leave { channel } => {
@@ -641,7 +666,7 @@ impl Bridge {
             Err(e) => {
                 c.want_sync = true;
                 let gen = self.gen;
-                self.on_broken(gen, e, shared);
+                self.on_broken(gen, e, Some(shared));
                 return;
             }
         };
@@ -771,6 +796,7 @@ impl Bridge {
                 *shared.borrow_mut() = Some((self.gen, conn.clone(), shas.publish.clone()));
                 self.link = Some(Link { conn, sink, shas });
                 self.status.up.store(true, Ordering::Relaxed);
+                self.status.ever_up.store(true, Ordering::Relaxed);
                 if let Ok(mut last) = self.status.last_error.lock() {
                     last.clear();
                 }
@@ -805,7 +831,7 @@ impl Bridge {
                 self.next_attempt = Instant::now() + jitter(self.backoff);
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
-            Done::Broken(gen, e) => self.on_broken(gen, e, shared),
+            Done::Broken(gen, e) => self.on_broken(gen, e, Some(shared)),
             Done::Resubscribed(gen, names) => {
                 if gen == self.gen {
                     for ch in names {
@@ -844,12 +870,16 @@ impl Bridge {
         None
     }
 
-    fn on_broken(&mut self, gen: u64, error: String, shared: &SharedLink) {
+    /// The link failed: reconnect. With `shared`, the publisher stops using the command
+    /// connection at once (it failed); without, it keeps it until the new link replaces it.
+    fn on_broken(&mut self, gen: u64, error: String, shared: Option<&SharedLink>) {
         if gen != self.gen || self.link.is_none() {
             return;
         }
         self.link = None;
-        *shared.borrow_mut() = None;
+        if let Some(shared) = shared {
+            *shared.borrow_mut() = None;
+        }
         self.status.up.store(false, Ordering::Relaxed);
         self.status.disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %error, "lost the connection to Redis; serving local connections, reconnecting");

@@ -80,14 +80,22 @@ pub fn figures(ctx: &ShardCtx, process: bool) -> ServerFigures {
     }
 }
 
-/// `GET /ready`: whether this node should get traffic. Not while shutting down, and only
-/// when every shard answers within [`SHARD_ANSWER_TIMEOUT`].
+/// `GET /ready`: whether this node should get traffic. Not while shutting down, only when
+/// every shard answers within [`SHARD_ANSWER_TIMEOUT`], and in cluster mode not before the
+/// first connection to Redis.
 pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
     if ctx.shared.shutting_down.load(Ordering::Relaxed) {
         return Err("shutting down\n");
     }
     if gather(ctx, 0).await.iter().any(Option::is_none) {
         return Err("a shard is not answering\n");
+    }
+    // A node that has not reached Redis yet would answer subscribes without history; once
+    // it has, a later Redis outage keeps it ready (it still serves its connections).
+    if let Some(cl) = &ctx.shared.engine.cluster {
+        if !cl.status.ever_up.load(Ordering::Relaxed) {
+            return Err("connecting to Redis\n");
+        }
     }
     if ctx.shared.shutting_down.load(Ordering::Relaxed) {
         return Err("shutting down\n");

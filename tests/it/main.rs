@@ -3,6 +3,7 @@
 mod auth;
 mod badinput;
 mod board;
+mod cluster;
 mod delivery;
 mod lifecycle;
 mod ops;

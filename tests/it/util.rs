@@ -436,3 +436,168 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// A private `redis-server` child on a free loopback port, without persistence (a restart
+/// loses everything). Killed on drop.
+pub(crate) struct RedisServer {
+    child: Option<std::process::Child>,
+    pub(crate) port: u16,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port and waits until it answers `PING`.
+    pub(crate) fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut r = RedisServer { child: None, port };
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// Spawns on `self.port`; false if the process died before answering (port taken).
+    fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let mut child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed?)");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if matches!(redis_cmd(self.port, &["PING"]), Ok(RespValue::Simple(s)) if s == "PONG") {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it: everything it held is gone.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new, empty server on the same port.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("could not restart redis-server on port {}", self.port);
+    }
+
+    /// Runs one command on a fresh connection.
+    pub(crate) fn cmd(&self, args: &[&str]) -> RespValue {
+        redis_cmd(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RespValue {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<RespValue>>),
+}
+
+/// Sends one command to the Redis on `port` (blocking, fresh connection) and reads its reply.
+pub(crate) fn redis_cmd(port: u16, args: &[&str]) -> std::io::Result<RespValue> {
+    use std::io::{BufRead, BufReader, Write};
+    fn read(r: &mut impl BufRead) -> std::io::Result<RespValue> {
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "eof",
+            ));
+        }
+        let line = line.trim_end_matches("\r\n");
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        let num = || rest.parse::<i64>().map_err(|_| bad(line));
+        Ok(match kind {
+            "+" => RespValue::Simple(rest.to_string()),
+            "-" => RespValue::Error(rest.to_string()),
+            ":" => RespValue::Int(num()?),
+            "$" => match num()? {
+                n if n < 0 => RespValue::Bulk(None),
+                n => {
+                    let mut b = vec![0u8; n as usize + 2];
+                    r.read_exact(&mut b)?;
+                    b.truncate(n as usize);
+                    RespValue::Bulk(Some(b))
+                }
+            },
+            "*" => match num()? {
+                n if n < 0 => RespValue::Array(None),
+                n => RespValue::Array(Some(
+                    (0..n).map(|_| read(r)).collect::<std::io::Result<_>>()?,
+                )),
+            },
+            _ => return Err(bad(line)),
+        })
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req)?;
+    read(&mut BufReader::new(s))
+}
+
+impl ServerProcess {
+    /// SIGKILL: the process dies without draining or deregistering anything.
+    pub(crate) fn sigkill(self) {
+        let mut c = self.take();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
