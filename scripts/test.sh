@@ -12,6 +12,15 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit and integration tests"
+# The cluster tests start their own redis-server (Debian's package) on a free port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+  else
+    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+  fi
+fi
+# The package starts a system-wide Redis on 6379; the tests do not use it.
 cargo test --workspace --locked
 
 echo "== fuzz every untrusted-input parser (FUZZ_SECONDS each)"
