@@ -20,7 +20,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
     sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
   fi
 fi
-# The package starts a system-wide Redis on 6379; the tests do not use it.
+# (Any system-wide Redis the package starts is not used: each test runs its own.)
 cargo test --workspace --locked
 
 echo "== fuzz every untrusted-input parser (FUZZ_SECONDS each)"
