@@ -38,6 +38,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Presence writes are coalesced over this interval.
 const PRESENCE_FLUSH: Duration = Duration::from_millis(50);
+/// A link must hold this long before a failure starts the reconnect backoff over.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+/// Delay before reading a channel again after a read failed (connection intact).
+const SYNC_RETRY: Duration = Duration::from_secs(1);
 /// How long a join waits for an unreachable Redis before it is answered without history.
 const JOIN_GRACE: Duration = Duration::from_secs(1);
 /// Pub/sub messages handled before the shards' inboxes are written.
@@ -184,6 +188,8 @@ impl Cluster {
             outbox: (0..mesh.len()).map(|_| VecDeque::new()).collect(),
             starved: Vec::new(),
             pending_joins: VecDeque::new(),
+            retry_syncs: VecDeque::new(),
+            connected_at: Instant::now(),
         };
         std::thread::Builder::new()
             .name("quotecast-redis".into())
@@ -253,17 +259,22 @@ pub(super) struct Link {
     pub(super) shas: Shas,
 }
 
+/// A channel read: `(epoch, seq, history)`, or the error and whether it broke the link.
+type SyncResult = Result<(Arc<str>, u64, Vec<RawEvent>), (String, bool)>;
+
 /// What a spawned Redis call reports back to the bridge loop.
 pub(super) enum Done {
     Connected(Box<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)>),
     ConnectFailed(String),
-    /// A Redis call failed on connection `gen`.
+    /// The connection `gen` failed (I/O, timeout, scripts gone): reconnect.
     Broken(u64, String),
+    /// A Redis call failed without harm to the connection (e.g. Redis out of memory).
+    Failed(String),
     Resubscribed(u64, Vec<Arc<str>>),
     Synced {
         channel: Arc<str>,
         token: u64,
-        result: Result<(Arc<str>, u64, Vec<RawEvent>), String>,
+        result: SyncResult,
     },
     Admitted {
         user: Arc<str>,
@@ -328,6 +339,10 @@ pub(super) struct Bridge {
     pub(super) starved: Vec<Arc<str>>,
     /// Joins waiting for Redis: answered without history at the instant given.
     pub(super) pending_joins: VecDeque<(Instant, Arc<str>, u64)>,
+    /// Channels to read again after a failed read, at the instant given.
+    pub(super) retry_syncs: VecDeque<(Instant, Arc<str>)>,
+    /// When the current link was established.
+    pub(super) connected_at: Instant,
 }
 
 /// The shared view of the current connection for the publisher task.
@@ -417,6 +432,17 @@ impl Bridge {
                         .is_some_and(|c| c.join_id == id && !c.announced)
                     {
                         self.announce_unknown(&ch);
+                    }
+                }
+            }
+            while self.retry_syncs.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, ch)) = self.retry_syncs.pop_front() {
+                    let due = self
+                        .channels
+                        .get(&ch)
+                        .is_some_and(|c| c.want_sync && c.syncing.is_none());
+                    if due {
+                        self.start_sync(&ch, &done_tx);
                     }
                 }
             }
@@ -512,7 +538,7 @@ impl Bridge {
                     let tx = done_tx.clone();
                     tokio::task::spawn_local(async move {
                         if let Err(e) = sink.unsubscribe(name).await {
-                            let _ = tx.send(Done::Broken(gen, e.to_string()));
+                            report(&tx, gen, e);
                         }
                     });
                 }
@@ -581,7 +607,7 @@ impl Bridge {
         let gen = self.gen;
         tokio::task::spawn_local(async move {
             if let Err(e) = sink.subscribe(name).await {
-                let _ = tx.send(Done::Broken(gen, e.to_string()));
+                report(&tx, gen, e);
                 return;
             }
             if let Some(read) = read {
@@ -635,8 +661,10 @@ impl Bridge {
         Some(async move {
             let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
             let result = match r {
-                Ok(v) => wire::parse_sync(&channel, v).ok_or_else(|| "bad SYNC reply".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(v) => {
+                    wire::parse_sync(&channel, v).ok_or_else(|| ("bad SYNC reply".into(), false))
+                }
+                Err(e) => Err((e.to_string(), breaks_link(&e))),
             };
             Done::Synced {
                 channel,
@@ -650,7 +678,7 @@ impl Bridge {
         &mut self,
         channel: Arc<str>,
         token: u64,
-        result: Result<(Arc<str>, u64, Vec<RawEvent>), String>,
+        result: SyncResult,
         done_tx: &mpsc::UnboundedSender<Done>,
         shared: &SharedLink,
     ) {
@@ -663,10 +691,19 @@ impl Bridge {
         c.syncing = None;
         let (epoch, seq, events) = match result {
             Ok(r) => r,
-            Err(e) => {
+            Err((e, true)) => {
                 c.want_sync = true;
                 let gen = self.gen;
                 self.on_broken(gen, e, Some(shared));
+                return;
+            }
+            Err((e, false)) => {
+                // The connection is fine; read the channel again a little later.
+                c.want_sync = true;
+                tracing::warn!(channel = %channel, error = %e, "cannot read a channel from Redis; retrying");
+                self.note_error(&e);
+                self.retry_syncs
+                    .push_back((Instant::now() + SYNC_RETRY, channel));
                 return;
             }
         };
@@ -792,7 +829,7 @@ impl Bridge {
                 let (conn, sink, stream, shas) = *parts;
                 self.connecting = false;
                 self.gen += 1;
-                self.backoff = BACKOFF_MIN;
+                self.connected_at = Instant::now();
                 *shared.borrow_mut() = Some((self.gen, conn.clone(), shas.publish.clone()));
                 self.link = Some(Link { conn, sink, shas });
                 self.status.up.store(true, Ordering::Relaxed);
@@ -817,7 +854,7 @@ impl Bridge {
                     for chunk in names.chunks(SUBSCRIBE_CHUNK) {
                         let ps: Vec<String> = chunk.iter().map(|c| keys.pubsub(c)).collect();
                         if let Err(e) = sink.subscribe(ps).await {
-                            let _ = tx.send(Done::Broken(gen, e.to_string()));
+                            report(&tx, gen, e);
                             return;
                         }
                     }
@@ -832,6 +869,10 @@ impl Bridge {
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
             Done::Broken(gen, e) => self.on_broken(gen, e, Some(shared)),
+            Done::Failed(e) => {
+                tracing::warn!(error = %e, "a Redis command failed");
+                self.note_error(&e);
+            }
             Done::Resubscribed(gen, names) => {
                 if gen == self.gen {
                     for ch in names {
@@ -888,6 +929,11 @@ impl Bridge {
             c.syncing = None;
             c.want_sync = true;
         }
+        // A link that held for a while starts the backoff over; one that keeps failing
+        // soon after connecting (a persistent error) keeps backing off.
+        if self.connected_at.elapsed() > STABLE_LINK {
+            self.backoff = BACKOFF_MIN;
+        }
         self.next_attempt = Instant::now() + jitter(self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
@@ -897,6 +943,28 @@ impl Bridge {
             *last = e.to_string();
         }
     }
+}
+
+/// Whether a Redis error means the connection (or its scripts) is gone, so the bridge must
+/// reconnect; other errors (out of memory, a wrong key type) fail only the command.
+pub(super) fn breaks_link(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        )
+}
+
+/// Reports a failed Redis call to the bridge loop.
+pub(super) fn report(tx: &mpsc::UnboundedSender<Done>, gen: u64, e: redis::RedisError) {
+    let _ = if breaks_link(&e) {
+        tx.send(Done::Broken(gen, e.to_string()))
+    } else {
+        tx.send(Done::Failed(e.to_string()))
+    };
 }
 
 /// Waits for the next pub/sub message, forever when not connected.

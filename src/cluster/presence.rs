@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::bridge::{Bridge, Done};
+use super::bridge::{report, Bridge, Done};
 use super::PresenceQuery;
 
 impl Bridge {
@@ -56,7 +56,10 @@ impl Bridge {
                     conn,
                     total,
                 }),
-                Err(e) => tx.send(Done::Broken(gen, e.to_string())),
+                Err(e) => {
+                    report(&tx, gen, e);
+                    Ok(())
+                }
             };
         });
     }
@@ -117,7 +120,10 @@ impl Bridge {
         tokio::task::spawn_local(async move {
             let _ = match cmd.query_async::<u64>(&mut conn).await {
                 Ok(n) => tx.send(Done::LiveNodes(n)),
-                Err(e) => tx.send(Done::Broken(gen, e.to_string())),
+                Err(e) => {
+                    report(&tx, gen, e);
+                    Ok(())
+                }
             };
         });
     }
@@ -135,7 +141,7 @@ impl Bridge {
         let tx = done_tx.clone();
         tokio::task::spawn_local(async move {
             if let Err(e) = p.query_async::<()>(&mut conn).await {
-                let _ = tx.send(Done::Broken(gen, e.to_string()));
+                report(&tx, gen, e);
             }
         });
         self.flush_presence(done_tx);
@@ -176,7 +182,7 @@ impl Bridge {
         let tx = done_tx.clone();
         tokio::task::spawn_local(async move {
             if let Err(e) = p.query_async::<()>(&mut conn).await {
-                let _ = tx.send(Done::Broken(gen, e.to_string()));
+                report(&tx, gen, e);
             }
         });
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::bridge::{new_epoch, Done, PublishJob, SharedLink, SCRIPT_BATCH};
+use super::bridge::{new_epoch, report, Done, PublishJob, SharedLink, SCRIPT_BATCH};
 use super::wire::Keys;
 use super::ClusterStatus;
 use crate::engine::channel::ChannelRules;
@@ -85,17 +85,18 @@ pub(super) async fn publisher(
                 }
             }
             other => {
-                let e = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "unexpected publish reply".into(),
-                };
                 status
                     .publish_failures
                     .fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 for job in jobs.drain(..) {
                     fail(&mesh, job.reply).await;
                 }
-                let _ = done_tx.send(Done::Broken(gen, e));
+                match other {
+                    Err(e) => report(&done_tx, gen, e),
+                    Ok(_) => {
+                        let _ = done_tx.send(Done::Failed("unexpected publish reply".into()));
+                    }
+                }
             }
         }
     }
