@@ -5,8 +5,9 @@
 # Finally prints the summary table (perf/summarize.py). Bounded: every run stops by itself;
 # only servers started here are stopped, by PID. Traffic goes to 127.0.0.1 only.
 #
-#   bash perf/run.sh            # everything (~15 minutes)
+#   bash perf/run.sh            # everything (~22 minutes)
 #   bash perf/run.sh broadcast  # one scenario group
+#   bash perf/run.sh cluster    # cluster mode (Redis) vs single node (~7 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=perf/results
@@ -109,6 +110,124 @@ if run shards; then
       --out "$OUT/shards-$s.json" --scenario broadcast --rate 3000 --batch 100 --duration 5 --warmup 2 \
       | grep -E "delivered \(window\)|latency  |server cpu" >&2 || true
     stop_server
+  done
+fi
+if run cluster; then
+  # The same loadtest against (a) a single node, (b) a cluster of one node + Redis, (c) a
+  # cluster of two nodes with the subscribers on node A and the publisher on node B
+  # (every event crosses Redis pub/sub to another node). Every server process, Redis
+  # included, is pinned to core 0: a per-core comparison in which the cluster pays for
+  # Redis on the same core. Each run gets a fresh Redis (started here, stopped by PID).
+  # CPU of every server process (nodes, Redis) is read from /proc/PID/stat around the
+  # loadtest and written into the JSON ("cluster" key) with Redis's commandstats.
+  command -v redis-server >/dev/null || { echo "cluster: redis-server not found" >&2; exit 1; }
+  # If anything fails midway, stop whatever this script still has running (its own
+  # background jobs, by PID: Redis, nodes, the CPU sampler).
+  trap 'for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done' EXIT
+  QC_ARGS=(--anonymous-publish --shards 1 --max-queue-frames 65536 --max-queue-bytes 16777216)
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  ticks() { awk '{ sub(/^.*[)] /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  start_redis() {
+    RPORT=$(free_port)
+    taskset -c 0 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+      >"$OUT/.server-redis.log" 2>&1 &
+    RPID=$!
+    for _ in $(seq 50); do
+      [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = PONG ] && return 0
+      sleep 0.1
+    done
+    echo "redis-server did not start" >&2; kill "$RPID"; exit 1
+  }
+  stop_redis() { kill -TERM "$RPID" 2>/dev/null || true; wait "$RPID" 2>/dev/null || true; }
+  # cluster_run MODE NAME LOADTEST ARGS... ; MODE: single | c1 | c2
+  cluster_run() {
+    local mode="$1" name="$2"; shift 2
+    local pids=() roles=() url pub
+    if [ "$mode" = single ]; then
+      start_server qc "$QC" serve --listen 127.0.0.1:0 "${QC_ARGS[@]}"
+      APID=$SPID; APORT=$PORT; url="ws://127.0.0.1:$PORT/ws"; pub="$url"
+      pids=("$APID"); roles=(node_a)
+    else
+      start_redis
+      start_server qca "$QC" serve --listen 127.0.0.1:0 "${QC_ARGS[@]}" \
+        --redis "redis://127.0.0.1:$RPORT" --node-id a
+      APID=$SPID; APORT=$PORT; url="ws://127.0.0.1:$PORT/ws"; pub="$url"
+      pids=("$APID" "$RPID"); roles=(node_a redis)
+      if [ "$mode" = c2 ]; then
+        start_server qcb "$QC" serve --listen 127.0.0.1:0 "${QC_ARGS[@]}" \
+          --redis "redis://127.0.0.1:$RPORT" --node-id b
+        BPID=$SPID; BPORT=$PORT; pub="ws://127.0.0.1:$PORT/ws"
+        pids+=("$BPID"); roles+=(node_b)
+      fi
+    fi
+    local t0=() i
+    for i in "${!pids[@]}"; do t0[i]=$(ticks "${pids[i]}"); done
+    # CPU ticks of every server process 4 times a second (sampler on the loadtest's core),
+    # so the JSON gets each one's CPU over exactly the measured window.
+    local samples="$OUT/.server-cpu.samples"
+    echo "# ${roles[*]}" >"$samples"
+    ( while :; do
+        line=$(date +%s.%N)
+        for i in "${!pids[@]}"; do line+=" $(ticks "${pids[i]}")"; done
+        echo "$line"; sleep 0.25
+      done >>"$samples" ) &
+    local sampler=$!
+    taskset -p -c 1 "$sampler" >/dev/null
+    local w0; w0=$(date +%s.%N)
+    echo "== $name ($mode)" >&2
+    taskset -c 1 "$LT" run --url "$url" --publish-url "$pub" --server-pid "$APID" --threads 1 \
+      --name "$name" --out "$OUT/$name.json" "$@" \
+      | grep -E "delivered \(window\)|latency  |server cpu|loadtest cpu|errors" >&2 || true
+    local w1; w1=$(date +%s.%N)
+    kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+    local last; last=$(date +%s.%N)
+    for i in "${!pids[@]}"; do last+=" $(ticks "${pids[i]}")"; done
+    echo "$last" >>"$samples"
+    local cpu=()
+    for i in "${!pids[@]}"; do cpu+=("${roles[i]}=$(( $(ticks "${pids[i]}") - t0[i] ))"); done
+    local info="" extra=()
+    if [ "$mode" != single ]; then
+      info="$OUT/.server-redis.info"
+      redis-cli -p "$RPORT" info all >"$info" 2>/dev/null || true
+      curl -s "http://127.0.0.1:$APORT/metrics" >"$OUT/.server-a.metrics" 2>/dev/null || true
+      extra+=(--metrics "node_a=$OUT/.server-a.metrics")
+      if [ "$mode" = c2 ]; then
+        curl -s "http://127.0.0.1:$BPORT/metrics" >"$OUT/.server-b.metrics" 2>/dev/null || true
+        extra+=(--metrics "node_b=$OUT/.server-b.metrics")
+      fi
+    fi
+    if [ "$mode" = c2 ]; then SPID=$BPID; stop_server; fi
+    SPID=$APID; stop_server
+    if [ "$mode" != single ]; then stop_redis; fi
+    if [ -f "$OUT/$name.json" ]; then
+      python3 perf/summarize.py --annotate "$OUT/$name.json" --mode "$mode" \
+        --wall "$(echo "$w1 - $w0" | bc)" --clk "$(getconf CLK_TCK)" --samples "$samples" \
+        ${info:+--redis-info "$info"} ${extra[@]+"${extra[@]}"} "${cpu[@]}"
+    fi
+  }
+  cluster_all() {
+    local name="$1"; shift
+    for mode in single c1 c2; do cluster_run "$mode" "cluster-$name-$mode" "$@"; done
+  }
+  # (i) Publish-bound: 1,000 clients each on its own channel (1,000 stream channels
+  # bench.*, matched by the catch-all "*": stream, history 100; `--popularity spread` gives
+  # client i channel i), so every event is one Redis sequencing step + one PUBLISH + one
+  # delivery. Unbatched and 50-event publish batches.
+  PUB=(--clients 1000 --channels 1000 --subs 1 --popularity spread --duration 5 --warmup 2)
+  for b in 1 50; do
+    for r in 10000 20000 35000 50000 100000 150000; do
+      cluster_all "pub-$((r / 1000))k-b$b" "${PUB[@]}" --rate "$r" --batch "$b"
+    done
+  done
+  # (ii) Fan-out: 1,000 clients on one channel; deliveries/s = 1000 x rate.
+  for r in 1000 5000; do
+    cluster_all "fanout-$((r / 1000))M" --scenario broadcast --rate "$r" --batch 50 \
+      --duration 5 --warmup 2 --read-buf 65536
+  done
+  # Latency curves of the three set-ups overlaid, where all three still keep up.
+  for g in pub-35k-b1 pub-35k-b50 fanout-1M fanout-5M; do
+    "$LT" plot "$OUT/cluster-$g-single.json" "$OUT/cluster-$g-c1.json" "$OUT/cluster-$g-c2.json" \
+      --out "$OUT/cluster-$g-compare.svg" >/dev/null 2>&1 || true
   done
 fi
 rm -f "$OUT"/.server-*

@@ -20,7 +20,8 @@ use tokio::sync::{watch, Semaphore};
 /// What a client needs to know, shared by all clients of a run.
 #[derive(Debug)]
 pub(crate) struct ClientEnv {
-    pub(crate) target: crate::config::Target,
+    /// Servers; client `i` connects to `targets[i % targets.len()]`.
+    pub(crate) targets: Vec<crate::config::Target>,
     pub(crate) format: Format,
     pub(crate) read_buf: usize,
     pub(crate) clients: u64,
@@ -60,12 +61,13 @@ struct Conn {
 /// Runs one client until `stop` flips or the connection ends.
 pub(crate) async fn run(
     env: Arc<ClientEnv>,
+    index: usize,
     chans: Vec<u32>,
     slow: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let sh = env.shared.clone();
-    if let Err(e) = run_inner(&env, chans, slow, &mut stop).await {
+    if let Err(e) = run_inner(&env, index, chans, slow, &mut stop).await {
         if !*stop.borrow() {
             sh.error(format!("client: {}", root(&e)));
         }
@@ -80,6 +82,7 @@ fn root(e: &anyhow::Error) -> String {
 
 async fn run_inner(
     env: &ClientEnv,
+    index: usize,
     chans: Vec<u32>,
     slow: bool,
     stop: &mut watch::Receiver<bool>,
@@ -94,9 +97,10 @@ async fn run_inner(
         ),
         None => None,
     };
+    let target = &env.targets[index % env.targets.len()];
     let t0 = Instant::now();
     let connect = async {
-        let sock = if env.target.addr.is_ipv4() {
+        let sock = if target.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -108,17 +112,17 @@ async fn run_inner(
             sock.set_recv_buffer_size(SLOW_RCVBUF)
                 .context("SO_RCVBUF")?;
         }
-        let mut stream = sock.connect(env.target.addr).await.context("connect")?;
+        let mut stream = sock.connect(target.addr).await.context("connect")?;
         stream.set_nodelay(true).context("nodelay")?;
         let mut buf = vec![0u8; env.read_buf];
         let path = match env.format {
-            Format::Json => env.target.path.clone(),
-            Format::Msgpack if env.target.path.contains('?') => {
-                format!("{}&format=msgpack", env.target.path)
+            Format::Json => target.path.clone(),
+            Format::Msgpack if target.path.contains('?') => {
+                format!("{}&format=msgpack", target.path)
             }
-            Format::Msgpack => format!("{}?format=msgpack", env.target.path),
+            Format::Msgpack => format!("{}?format=msgpack", target.path),
         };
-        let n = ws::handshake(&mut stream, &env.target.host, &path, &mut buf).await?;
+        let n = ws::handshake(&mut stream, &target.host, &path, &mut buf).await?;
         Ok::<_, anyhow::Error>((stream, buf, n))
     };
     let (mut stream, mut buf, mut end) =

@@ -46,8 +46,13 @@ pub(crate) enum Scenario {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Popularity {
+    /// Each client picks its channels at random, all equally likely.
     Uniform,
+    /// Random, channel k weighted 1/k^s (`--zipf-s`).
     Zipf,
+    /// No randomness: client i takes channels i·subs … i·subs+subs−1 (mod channels), so
+    /// with clients·subs = channels every channel has exactly one subscriber.
+    Spread,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,9 +76,16 @@ pub(crate) struct RunArgs {
     /// Named scenario supplying defaults; any flag overrides.
     #[arg(long, value_enum, default_value = "custom")]
     pub(crate) scenario: Scenario,
-    /// Server URL (127.0.0.1 / localhost only), e.g. ws://127.0.0.1:8080/ws.
+    /// Server URL (127.0.0.1 / localhost only), e.g. ws://127.0.0.1:8080/ws. A
+    /// comma-separated list spreads the subscribers round-robin over several servers
+    /// (cluster nodes).
     #[arg(long)]
     pub(crate) url: Option<String>,
+    /// Where the publishers connect (default: the `--url` list). A comma-separated list
+    /// spreads the publishers round-robin; e.g. another cluster node than the subscribers'
+    /// to measure cross-node delivery.
+    #[arg(long)]
+    pub(crate) publish_url: Option<String>,
     /// Start this server binary as `PATH serve --listen 127.0.0.1:0 [spawn-args]`.
     #[arg(long)]
     pub(crate) spawn: Option<PathBuf>,
@@ -375,6 +387,34 @@ pub(crate) fn parse_url(url: &str) -> Result<Target> {
     })
 }
 
+/// Parses a comma-separated list of URLs (at least one), each as in [`parse_url`].
+pub(crate) fn parse_urls(list: &str) -> Result<Vec<Target>> {
+    let targets = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| parse_url(u).with_context(|| format!("URL {u:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("empty URL list");
+    }
+    Ok(targets)
+}
+
+/// Subscriber and publisher targets: `publish_url` defaults to the subscribers' list.
+/// Client `i` connects to `subs[i % subs.len()]`, publisher `p` to `pubs[p % pubs.len()]`.
+pub(crate) fn parse_targets(
+    url: &str,
+    publish_url: Option<&str>,
+) -> Result<(Vec<Target>, Vec<Target>)> {
+    let subs = parse_urls(url).context("--url")?;
+    let pubs = match publish_url {
+        Some(p) => parse_urls(p).context("--publish-url")?,
+        None => subs.clone(),
+    };
+    Ok((subs, pubs))
+}
+
 #[cfg(test)]
 impl RunArgs {
     /// Parses `loadtest run ARGS…` for unit tests.
@@ -398,5 +438,38 @@ mod tests {
         assert_eq!(parse_url("ws://localhost:9").unwrap().path, "/ws");
         assert!(parse_url("ws://10.0.0.1:80/ws").is_err());
         assert!(parse_url("wss://127.0.0.1:80/ws").is_err());
+    }
+
+    #[test]
+    fn url_lists() {
+        let one = parse_urls("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(one.len(), 1);
+        let two = parse_urls("ws://127.0.0.1:1/ws, ws://localhost:2/a,").unwrap();
+        let ports: Vec<u16> = two.iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [1, 2]);
+        assert_eq!((two[0].path.as_str(), two[1].path.as_str()), ("/ws", "/a"));
+        assert_eq!(two[1].host, "localhost:2");
+        assert!(parse_urls("").is_err());
+        assert!(parse_urls(" , ").is_err());
+        assert!(parse_urls("ws://127.0.0.1:1/ws,ws://10.0.0.1:2/ws").is_err());
+        let a = RunArgs::parse_for_test(&[
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+            "--publish-url",
+            "ws://127.0.0.1:3/ws",
+        ]);
+        assert_eq!(
+            a.url.as_deref(),
+            Some("ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws")
+        );
+        assert_eq!(a.publish_url.as_deref(), Some("ws://127.0.0.1:3/ws"));
+        assert!(RunArgs::parse_for_test(&[]).publish_url.is_none());
+        let (subs, pubs) = parse_targets("ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws", None).unwrap();
+        assert_eq!((subs.len(), pubs.len()), (2, 2));
+        assert_eq!(pubs[1].addr.port(), 2);
+        let (subs, pubs) =
+            parse_targets("ws://127.0.0.1:1/ws", Some("ws://127.0.0.1:3/ws")).unwrap();
+        assert_eq!((subs[0].addr.port(), pubs[0].addr.port()), (1, 3));
+        assert!(parse_targets("ws://127.0.0.1:1/ws", Some("http://x")).is_err());
     }
 }

@@ -95,6 +95,9 @@ pub(crate) struct SlowStats {
 pub(crate) struct Results {
     pub(crate) name: String,
     pub(crate) url: String,
+    /// Where the publishers connected (absent in files from before `--publish-url`).
+    #[serde(default)]
+    pub(crate) publish_url: String,
     pub(crate) settings: Option<Settings>,
     pub(crate) clients_connected: u64,
     pub(crate) clients_acked: u64,
@@ -107,6 +110,10 @@ pub(crate) struct Results {
     pub(crate) published_ops: u64,
     pub(crate) publish_rate_per_s: f64,
     pub(crate) measured_s: f64,
+    /// Start of the measured window, ns since the Unix epoch (lets outside samplers, e.g.
+    /// of other processes' CPU, cut out the same window).
+    #[serde(default)]
+    pub(crate) window_start_unix_ns: u64,
     pub(crate) expected_window: u64,
     pub(crate) delivered_window: u64,
     pub(crate) expected_per_s: f64,
@@ -158,6 +165,9 @@ pub(crate) fn table(r: &Results) -> String {
         let _ = writeln!(s, "  {k:<22} {v}");
     };
     row("run", format!("{} against {}", r.name, r.url));
+    if !r.publish_url.is_empty() && r.publish_url != r.url {
+        row("publishing to", r.publish_url.clone());
+    }
     row(
         "clients",
         format!(

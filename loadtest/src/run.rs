@@ -3,7 +3,7 @@
 //! results. Every phase is bounded; the whole run sits under a hard deadline.
 
 use crate::client::{self, ClientEnv};
-use crate::config::{parse_url, Popularity, RunArgs, Scenario, Settings, Target};
+use crate::config::{parse_targets, Popularity, RunArgs, Scenario, Settings, Target};
 use crate::publisher::{self, PubPlan};
 use crate::report::{self, Pcts, Results, Sample, ServerStats, SlowStats};
 use crate::stats::{clock_ticks, lock, now_ns, proc_cpu_ticks, proc_rss_kb, Shared};
@@ -86,9 +86,15 @@ async fn spawn_server(a: &RunArgs) -> Result<Option<(Spawned, String)>> {
     Ok(Some((Spawned { child, pid }, format!("ws://{addr}/ws"))))
 }
 
-/// Picks `k` distinct channels for one client.
-fn pick_channels(rng: &mut SmallRng, s: &Settings, cdf: &[f64]) -> Vec<u32> {
+/// Picks `k` distinct channels for client `client`.
+fn pick_channels(rng: &mut SmallRng, s: &Settings, cdf: &[f64], client: usize) -> Vec<u32> {
     let n = s.channels;
+    if s.popularity == Popularity::Spread {
+        // subs <= channels (resolve clamps it), so these are distinct.
+        return (0..s.subs)
+            .map(|k| ((client * s.subs + k) % n) as u32)
+            .collect();
+    }
     let mut out: Vec<u32> = Vec::with_capacity(s.subs);
     if s.subs * 2 >= n && s.popularity == Popularity::Uniform {
         let mut all: Vec<u32> = (0..n as u32).collect();
@@ -103,7 +109,8 @@ fn pick_channels(rng: &mut SmallRng, s: &Settings, cdf: &[f64]) -> Vec<u32> {
     while out.len() < s.subs {
         let c = match s.popularity {
             Popularity::Uniform => rng.gen_range(0..n as u32),
-            Popularity::Zipf => {
+            // (Spread returned above.)
+            Popularity::Zipf | Popularity::Spread => {
                 let u: f64 = rng.gen();
                 cdf.partition_point(|&p| p < u).min(n - 1) as u32
             }
@@ -156,9 +163,11 @@ pub(crate) async fn run(a: RunArgs) -> Result<Results> {
     };
     let server_pid = spawned.as_ref().map(|sp| sp.pid).or(a.server_pid);
     let hard = Duration::from_secs_f64(s.connect_timeout + s.warmup + s.duration + s.drain + 30.0);
-    let res = match parse_url(&url) {
-        Ok(target) => {
-            tokio::time::timeout(hard, run_phases(&s, target, url.clone(), server_pid)).await
+    let publish_url = a.publish_url.clone().unwrap_or_else(|| url.clone());
+    let res = match parse_targets(&url, a.publish_url.as_deref()) {
+        Ok((subs, pubs)) => {
+            let urls = (url.clone(), publish_url);
+            tokio::time::timeout(hard, run_phases(&s, subs, pubs, urls, server_pid)).await
         }
         Err(e) => Ok(Err(e)),
     };
@@ -174,12 +183,16 @@ pub(crate) async fn run(a: RunArgs) -> Result<Results> {
     }
 }
 
+/// `subs`: the subscribers' servers (client `i` uses `subs[i % len]`); `pubs`: the
+/// publishers' (publisher `p` uses `pubs[p % len]`); `urls`: both as given, for the report.
 async fn run_phases(
     s: &Settings,
-    target: Target,
-    url: String,
+    subs: Vec<Target>,
+    pubs: Vec<Target>,
+    urls: (String, String),
     server_pid: Option<u32>,
 ) -> Result<Results> {
+    let (url, publish_url) = urls;
     let sh = Arc::new(Shared::new(s.channels));
     let tck = clock_ticks();
     let pid_s = server_pid.map(|p| p.to_string());
@@ -265,7 +278,7 @@ async fn run_phases(
     };
     let phase_start = Instant::now();
     let env = Arc::new(ClientEnv {
-        target: target.clone(),
+        targets: subs,
         format: s.format,
         read_buf: s.read_buf,
         clients: s.clients as u64,
@@ -281,11 +294,12 @@ async fn run_phases(
     let mut slow_clients = 0u64;
     let connect_deadline = phase_start + Duration::from_secs_f64(s.connect_timeout);
     for i in 0..s.clients {
-        let chans = pick_channels(&mut rng, s, &cdf);
+        let chans = pick_channels(&mut rng, s, &cdf, i);
         let slow = ((i + 1) as f64 * s.slow_share).floor() > (i as f64 * s.slow_share).floor();
         slow_clients += u64::from(slow);
         handles.push(tokio::spawn(client::run(
             env.clone(),
+            i,
             chans,
             slow,
             stop_rx.clone(),
@@ -332,7 +346,7 @@ async fn run_phases(
                 .filter(|c| *c as usize % s.publishers == p)
                 .collect();
             let plan = PubPlan {
-                target: target.clone(),
+                target: pubs[p % pubs.len()].clone(),
                 chans,
                 rate: s.rate / s.publishers as f64,
                 batch: s.batch,
@@ -416,6 +430,7 @@ async fn run_phases(
     let mut r = Results {
         name: s.name.clone(),
         url,
+        publish_url,
         settings: Some(s.clone()),
         clients_connected: connected_n,
         clients_acked: sh.acked_clients.load(Relaxed),
@@ -431,6 +446,7 @@ async fn run_phases(
         published_ops: sh.published_ops.load(Relaxed),
         publish_rate_per_s: sh.published_events.load(Relaxed) as f64 / publish_elapsed.max(1e-9),
         measured_s: s.duration,
+        window_start_unix_ns: wstart,
         expected_window,
         delivered_window,
         expected_per_s: expected_window as f64 / measured,
@@ -531,7 +547,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let mut low = 0;
         for _ in 0..1000 {
-            let c = pick_channels(&mut rng, &s, &cdf);
+            let c = pick_channels(&mut rng, &s, &cdf, 0);
             let mut d = c.clone();
             d.sort_unstable();
             d.dedup();
@@ -542,5 +558,34 @@ mod tests {
             low > 2000,
             "zipf should favour the first channels, got {low}"
         );
+    }
+
+    #[test]
+    fn spread_gives_every_channel_the_same_count() {
+        let a = RunArgs::parse_for_test(&[
+            "--clients",
+            "1000",
+            "--channels",
+            "500",
+            "--subs",
+            "3",
+            "--popularity",
+            "spread",
+        ]);
+        let s = Settings::resolve(&a).unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut count = vec![0u32; s.channels];
+        for i in 0..s.clients {
+            let c = pick_channels(&mut rng, &s, &[], i);
+            let mut d = c.clone();
+            d.sort_unstable();
+            d.dedup();
+            assert_eq!(d.len(), 3, "client {i}: {c:?}");
+            for ch in c {
+                count[ch as usize] += 1;
+            }
+        }
+        // 1000 clients x 3 subscriptions over 500 channels: 6 each.
+        assert!(count.iter().all(|&n| n == 6), "{count:?}");
     }
 }
