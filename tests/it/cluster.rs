@@ -1279,3 +1279,34 @@ async fn cluster_join_while_publishing() {
         assert_quiet(c, &format!("channel {k}")).await;
     }
 }
+
+/// The cluster alert rules in `deploy/` use only metrics a cluster node exports, and the
+/// cluster block of `/ws/status` is there.
+#[tokio::test]
+async fn cluster_alerts_use_only_exported_metrics() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "alerts", "a", &[]).await;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let rules = std::fs::read_to_string(root.join("prometheus/cluster-alerts.yml")).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for e in crate::ops::check_alert_rules(&rules) {
+        used.extend(crate::ops::metric_names(&e));
+    }
+    assert!(used.len() >= 5, "{used:?}");
+    let (_, body) = http(a.addr, "GET", "/metrics", "").await;
+    let exported: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|t| t.split(' ').next().unwrap().to_string())
+        .collect();
+    for name in &used {
+        assert!(
+            exported.contains(name),
+            "{name} is used in deploy/ but not exported"
+        );
+    }
+    let (_, status) = http(a.addr, "GET", "/ws/status", "").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["cluster"]["node"], "a", "{status}");
+    assert_eq!(status["cluster"]["redis"], "up", "{status}");
+}

@@ -439,7 +439,7 @@ async fn unique_users_counts_token_subjects() {
 }
 
 /// Metric names in a PromQL or dashboard text: `quotecast_…` and `process_…` words.
-fn metric_names(text: &str) -> BTreeSet<String> {
+pub(crate) fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for prefix in ["quotecast_", "process_"] {
         let mut rest = text;
@@ -461,7 +461,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// A structural check of the alert rules file (no YAML crate): the Prometheus rule-file
 /// shape, consistent two-space indentation, and every rule with an alert name, an
 /// expression, a `for`, a severity and a summary.
-fn check_alert_rules(yaml: &str) -> Vec<String> {
+pub(crate) fn check_alert_rules(yaml: &str) -> Vec<String> {
     let first = yaml
         .lines()
         .find(|l| !l.trim().is_empty() && !l.starts_with('#'));
