@@ -136,6 +136,8 @@ pub struct ClusterStatus {
     pub publish_failures: AtomicU64,
     /// Events received from Redis pub/sub.
     pub events_in: AtomicU64,
+    /// Events waiting for the publish pipeline.
+    pub queued_events: std::sync::atomic::AtomicUsize,
     /// Live nodes at the last heartbeat.
     pub live_nodes: AtomicU64,
     /// The last Redis error, for the status page.
@@ -216,12 +218,24 @@ impl Cluster {
     }
 
     /// Queues a publish; gives the reply back when the queue is full.
+    /// Refused when `publish_queue` events already wait (a batch larger than that still
+    /// passes an empty queue), so the wait for Redis is bounded in events, not in ops.
     pub fn publish(&self, events: Vec<(u16, PubEvent)>, reply: PubReply) -> Result<(), PubReply> {
+        let n = events.len();
+        let queued = &self.status.queued_events;
+        let before = queued.fetch_add(n, Ordering::Relaxed);
+        if before > 0 && before + n > self.cfg.publish_queue {
+            queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(reply);
+        }
         self.publish_tx
             .try_send(PublishJob { events, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
-                    j.reply
+            .map_err(|e| {
+                queued.fetch_sub(n, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
+                        j.reply
+                    }
                 }
             })
     }

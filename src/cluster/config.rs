@@ -17,8 +17,8 @@ pub struct ClusterConfig {
     pub presence_ttl: Duration,
     /// How long a channel's sequence and history outlive its last publish.
     pub history_ttl: Duration,
-    /// Publish batches waiting for Redis, across all shards; beyond it publishes are refused
-    /// with `overloaded`.
+    /// Events waiting for Redis, across all shards; beyond it publishes are refused with
+    /// `overloaded`.
     pub publish_queue: usize,
 }
 

@@ -34,6 +34,8 @@ pub(super) async fn publisher(
         if rx.recv_many(&mut jobs, 64).await == 0 {
             return;
         }
+        let taken: usize = jobs.iter().map(|j| j.events.len()).sum();
+        status.queued_events.fetch_sub(taken, Ordering::Relaxed);
         let link = shared.borrow().clone();
         let Some((gen, mut conn, sha)) = link else {
             status

@@ -1310,3 +1310,40 @@ async fn cluster_alerts_use_only_exported_metrics() {
     assert_eq!(status["cluster"]["node"], "a", "{status}");
     assert_eq!(status["cluster"]["redis"], "up", "{status}");
 }
+
+/// While Redis stalls, at most `publish_queue` events wait for it: further publishes are
+/// refused with `overloaded` at once (not queued without bound), and the accepted ones are
+/// acked once Redis answers again.
+#[tokio::test]
+async fn cluster_publish_queue_is_bounded_in_events() {
+    let redis = RedisServer::start();
+    let cfg = std::env::temp_dir().join(format!("qc-cluster-queue-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[cluster]\npublish_queue = 100\n").unwrap();
+    let a = node(&redis, "queue", "a", &["--config", cfg.to_str().unwrap()]).await;
+    let mut p = connect(&a).await;
+    // Scripts wait while Redis is paused for writes (shorter than the 2 s reply timeout).
+    redis.cmd(&["CLIENT", "PAUSE", "1200", "WRITE"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    const OPS: usize = 40;
+    for i in 0..OPS {
+        let events: Vec<Value> = (0..10)
+            .map(|k| json!({"channel":"trades.Q","event":"tick","data":{"i":i,"k":k}}))
+            .collect();
+        p.send(json!({"op":"publish","id":i,"events":events})).await;
+    }
+    let (mut acked, mut refused) = (0usize, 0usize);
+    while acked + refused < OPS {
+        let v = tokio::time::timeout(Duration::from_secs(5), p.recv())
+            .await
+            .expect("every publish is answered");
+        match v["type"].as_str() {
+            Some("published") => acked += 1,
+            Some("error") if v["code"] == "overloaded" => refused += 1,
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    let _ = std::fs::remove_file(&cfg);
+    // 100 queued events are 10 ops, plus at most the ops already taken into the pipeline.
+    assert!(refused >= 10, "acked {acked}, refused {refused}");
+    assert!(acked >= 10, "acked {acked}, refused {refused}");
+}
