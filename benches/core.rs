@@ -15,6 +15,11 @@
 //! - `conflation`: the per-connection queue: offers into one conflation slot (latest wins)
 //!   then a commit, and 64 shared frames pushed, gathered into `IoSlice`s and advanced.
 //! - `dispatch`: the inter-shard `Mesh` inbox, same thread and across two threads.
+//! - `shards`: the home shard's publish work (sequence, encode once, append to the ring)
+//!   on 1 and 2 shard threads at once, each shard publishing to channels it is home to, as
+//!   thread-per-core runs it. Elements are events across all shards, so time per element
+//!   halving from 1 to 2 shards is throughput doubling: the engine shares nothing on this
+//!   path.
 //! - `fanout_loopback`: one shared ~150-byte frame written to 100 loopback TCP sockets, one
 //!   `write` per frame vs `write_vectored` with 16 frames per call. This is why the server
 //!   owns its outbound path (shared `Bytes`, vectored writes) instead of tungstenite's
@@ -37,9 +42,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use crossbeam_utils::Backoff;
 use simd_json::prelude::*;
 
+use quotecast::engine::channel::ChannelRules;
 use quotecast::engine::event::Event;
 use quotecast::engine::outbound::{Outbound, QueueLimits, MAX_IOV};
 use quotecast::engine::ring::{Recovery, Ring};
+use quotecast::engine::shard::{home_of, EngineConfig, PubReply, Shard};
 use quotecast::engine::signal::Mesh;
 use quotecast::protocol::encode::{event_json, event_msgpack, EventParts};
 use quotecast::protocol::frame::{frame, OpCode};
@@ -575,10 +582,80 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
+/// Events each shard publishes per iteration of the `shards` group, in ops of [`BATCH`].
+const SHARD_EVENTS: usize = 20_000;
+
+/// 100 channel names whose home is `shard` of `shards`.
+fn home_channels(shard: usize, shards: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("quotes.S{i}"))
+        .filter(|c| home_of(c, shards) == shard)
+        .take(100)
+        .collect()
+}
+
+fn bench_shards(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shards");
+    for n in [1usize, 2] {
+        g.throughput(Throughput::Elements((n * SHARD_EVENTS) as u64));
+        g.bench_function(BenchmarkId::new("publish_encode_ring", n), |b| {
+            b.iter_custom(|iters| {
+                let mesh = Arc::new(Mesh::new(n, 16 * 1024));
+                let cfg = Arc::new(EngineConfig {
+                    rules: ChannelRules::defaults(),
+                    queue: QueueLimits {
+                        max_frames: 4096,
+                        max_bytes: 1 << 20,
+                    },
+                    epoch: Arc::from("bench"),
+                    cluster: None,
+                });
+                let start = std::sync::Barrier::new(n + 1);
+                let mut elapsed = Duration::ZERO;
+                thread::scope(|s| {
+                    let handles: Vec<_> = (0..n)
+                        .map(|id| {
+                            let (mesh, cfg, start) = (mesh.clone(), cfg.clone(), &start);
+                            s.spawn(move || {
+                                let mut shard = Shard::new(id, cfg, mesh);
+                                let names = home_channels(id, n);
+                                let data = Bytes::from_static(QUOTE);
+                                start.wait();
+                                let t = Instant::now();
+                                for i in 0..iters as usize * SHARD_EVENTS / BATCH {
+                                    let events: Vec<PubEvent> = (0..BATCH)
+                                        .map(|k| PubEvent {
+                                            channel: names[(i + k) % names.len()].clone(),
+                                            event: EVENT.to_string(),
+                                            data: data.clone(),
+                                        })
+                                        .collect();
+                                    shard
+                                        .publish(events, |_| PubReply::None)
+                                        .expect("no remote work, never overloaded");
+                                    shard.commit();
+                                }
+                                t.elapsed()
+                            })
+                        })
+                        .collect();
+                    start.wait();
+                    // The slowest shard ends the iteration.
+                    for h in handles {
+                        elapsed = elapsed.max(h.join().expect("shard thread"));
+                    }
+                });
+                elapsed
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
     targets = bench_encode, bench_parse, bench_ring, bench_conflation, bench_dispatch,
-        bench_fanout
+        bench_shards, bench_fanout
 }
 criterion_main!(benches);
