@@ -99,6 +99,22 @@ if run slow-consumers; then
   qc_args slow-consumers "--max-queue-frames 128 --max-queue-bytes 65536" \
     --scenario slow-consumers --rate 2000 --batch 2 --duration 10 --warmup 2
 fi
+if run slow-uniform; then
+  # The same question without Zipf's hot channel and with the core not saturated, so the
+  # others' latency reflects the server rather than queueing: 2,000 clients, 200 channels,
+  # 10 subscriptions each (uniform), 1 KB events, 500 events/s = 50k deliveries/s. Five
+  # alternating pairs, because run-to-run noise here is larger than the effect; then one
+  # overloaded pair (2,000 events/s) in which the stopped clients' backlog outgrows the
+  # kernel buffers and they are closed (4008), to show server memory bounded.
+  su=(--scenario slow-consumers --clients 2000 --channels 200 --subs 10 --popularity uniform
+      --batch 1 --payload-bytes 1000 --warmup 2)
+  for i in 1 2 3 4 5; do
+    qc_args "slowu-baseline-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0 --rate 500 --duration 6
+    qc_args "slowu-slow-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0.1 --rate 500 --duration 6
+  done
+  qc_args slowu-overload-baseline "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0 --rate 2000 --duration 8
+  qc_args slowu-overload-slow "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0.1 --rate 2000 --duration 8
+fi
 if run shards; then
   # Thread-per-core scaling: the same broadcast with 1 and 2 shards (server unpinned; on a
   # 2-core machine the loadtest shares the cores, so this shows the trend, not a ceiling).
