@@ -7,3 +7,4 @@ pub mod outbound;
 pub mod ring;
 pub mod shard;
 pub mod signal;
+pub mod sublist;

@@ -464,7 +464,7 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
                 }
                 let max_subs = ctx.shared.config.max_subscriptions;
                 if peer.subs.borrow().len() >= max_subs
-                    && !peer.subs.borrow().contains_key(name.as_str())
+                    && !peer.subs.borrow().contains(name.as_str())
                 {
                     let msg = format!("a connection may hold at most {max_subs} subscriptions");
                     send_error(
@@ -643,7 +643,7 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
     peer.authed.set(true);
     peer.set_auth_deadline(None);
     // A refreshed token may grant less than before: drop what it no longer allows.
-    let names: Vec<Arc<str>> = peer.subs.borrow().keys().cloned().collect();
+    let names: Vec<Arc<str>> = peer.subs.borrow().channels().cloned().collect();
     let mut revoked = Vec::new();
     {
         let rules = &ctx.shared.engine.rules;

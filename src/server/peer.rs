@@ -4,7 +4,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,8 +14,9 @@ use tokio::net::TcpStream;
 use super::runtime::UserSlot;
 use crate::auth::{Identity, Role, TokenBucket};
 use crate::engine::outbound::{Outbound, Overflow, QueueLimits, MAX_IOV};
-use crate::engine::shard::{published_frame, Sub};
+use crate::engine::shard::published_frame;
 use crate::engine::signal::LocalSignal;
+use crate::engine::sublist::SubList;
 use crate::protocol::frame::Decoder;
 use crate::protocol::op::Id;
 use crate::protocol::Format;
@@ -72,7 +72,7 @@ pub struct Peer {
     /// Frames waiting to be written.
     pub out: RefCell<Outbound>,
     /// Subscriptions by channel.
-    pub subs: RefCell<AHashMap<Arc<str>, Rc<Sub>>>,
+    pub subs: RefCell<SubList>,
     /// Listed in the shard's dirty list.
     pub dirty: Cell<bool>,
     /// Wakes the connection task (blocked write, close, timer change).
@@ -126,7 +126,7 @@ impl Peer {
             format,
             stream,
             out: RefCell::new(Outbound::new(format, limits)),
-            subs: RefCell::new(AHashMap::new()),
+            subs: RefCell::new(SubList::default()),
             dirty: Cell::new(false),
             signal: LocalSignal::default(),
             blocked: Cell::new(false),
@@ -367,5 +367,16 @@ impl Peer {
             done.single.as_deref(),
             &done.seqs,
         ))
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn a_connection_fits_the_640_byte_size_class_with_its_rc() {
+        // `Rc<Peer>` adds 16 bytes; 624 keeps it in mimalloc's 640-byte class instead of
+        // 768 (10,000 idle connections: 1.25 MB).
+        let n = std::mem::size_of::<super::Peer>();
+        assert!(n <= 624, "Peer is {n} bytes");
     }
 }

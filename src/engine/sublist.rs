@@ -1,0 +1,94 @@
+//! A connection's subscriptions (engine): a vector sorted by channel name, sized to fit.
+//!
+//! An idle subscribed connection is mostly its subscriptions, so this is kept small: one
+//! pointer per subscription (the name lives in the [`Sub`] itself) instead of a hash map's
+//! buckets of name + pointer with spare capacity. At 10 subscriptions that is 80 bytes
+//! instead of ~450. Lookups are binary searches; inserts and removes move pointers, and
+//! happen only on subscribe and unsubscribe, which are rate limited (at most
+//! `max_subscriptions`, 1,024 by default).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::shard::Sub;
+
+/// Subscriptions of one connection, sorted by channel.
+#[derive(Debug, Default)]
+pub struct SubList {
+    subs: Vec<Rc<Sub>>,
+}
+
+impl SubList {
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.subs.binary_search_by(|s| (*s.channel).cmp(channel))
+    }
+
+    /// The subscription to `channel`.
+    pub fn get(&self, channel: &str) -> Option<&Rc<Sub>> {
+        self.find(channel).ok().map(|i| &self.subs[i])
+    }
+
+    /// Whether `channel` is subscribed.
+    pub fn contains(&self, channel: &str) -> bool {
+        self.find(channel).is_ok()
+    }
+
+    /// Adds `sub` (replacing one to the same channel, which the caller never holds).
+    pub fn insert(&mut self, sub: Rc<Sub>) {
+        match self.find(&sub.channel) {
+            Ok(i) => self.subs[i] = sub,
+            Err(i) => {
+                // Grow by a quarter, not double: subscription lists are long-lived.
+                if self.subs.len() == self.subs.capacity() {
+                    self.subs.reserve_exact((self.subs.len() / 4).max(2));
+                }
+                self.subs.insert(i, sub);
+            }
+        }
+    }
+
+    /// Removes and returns the subscription to `channel`.
+    pub fn remove(&mut self, channel: &str) -> Option<Rc<Sub>> {
+        let i = self.find(channel).ok()?;
+        let sub = self.subs.remove(i);
+        if self.subs.is_empty() {
+            self.subs = Vec::new();
+        }
+        Some(sub)
+    }
+
+    /// Takes every subscription out.
+    pub fn drain(&mut self) -> Vec<Rc<Sub>> {
+        std::mem::take(&mut self.subs)
+    }
+
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// The subscribed channels, in name order.
+    pub fn channels(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.subs.iter().map(|s| &s.channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_stays_within_48_bytes() {
+        // With its `Rc` counts that is 64 bytes: one allocator size class, not two.
+        assert!(
+            std::mem::size_of::<Sub>() <= 48,
+            "{}",
+            std::mem::size_of::<Sub>()
+        );
+    }
+}
