@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{report, Bridge, Done};
+use super::wire::Keys;
 use super::PresenceQuery;
 
 impl Bridge {
@@ -32,23 +33,18 @@ impl Bridge {
             return;
         };
         let mut conn_r = link.conn.clone();
-        let sha = link.shas.count.clone();
-        let keys = self.keys.clone();
-        let node = self.cfg.node_id.clone();
+        let cmd = count_cmd(
+            &link.shas.count,
+            &self.keys,
+            "users",
+            &user,
+            &self.cfg.node_id,
+            n,
+        );
         let gen = self.gen;
         let tx = done_tx.clone();
         tokio::task::spawn_local(async move {
-            let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
-                .arg(&sha)
-                .arg(1)
-                .arg(keys.nodes())
-                .arg(keys.prefix())
-                .arg("users")
-                .arg(&*user)
-                .arg(&node)
-                .arg(n)
-                .query_async(&mut conn_r)
-                .await;
+            let r: redis::RedisResult<u64> = cmd.query_async(&mut conn_r).await;
             let _ = match r {
                 Ok(total) => tx.send(Done::Admitted {
                     user,
@@ -86,20 +82,9 @@ impl Bridge {
             return;
         };
         let mut conn = link.conn.clone();
-        let sha = link.shas.count.clone();
-        let keys = self.keys.clone();
+        let cmd = count_cmd(&link.shas.count, &self.keys, kind, &field, "", 0);
         tokio::task::spawn_local(async move {
-            let r: redis::RedisResult<u64> = redis::cmd("EVALSHA")
-                .arg(&sha)
-                .arg(1)
-                .arg(keys.nodes())
-                .arg(keys.prefix())
-                .arg(kind)
-                .arg(&*field)
-                .arg("")
-                .arg(0)
-                .query_async(&mut conn)
-                .await;
+            let r: redis::RedisResult<u64> = cmd.query_async(&mut conn).await;
             let _ = reply.send(r.ok());
         });
     }
@@ -186,4 +171,19 @@ impl Bridge {
             }
         });
     }
+}
+
+/// The COUNT script call: the cluster-wide sum of `field` in the live nodes' `kind` hashes,
+/// writing `own` for `node` first when a node is given (see [`super::wire::COUNT`]).
+fn count_cmd(sha: &str, keys: &Keys, kind: &str, field: &str, node: &str, own: u32) -> redis::Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(sha)
+        .arg(1)
+        .arg(keys.nodes())
+        .arg(keys.prefix())
+        .arg(kind)
+        .arg(field)
+        .arg(node)
+        .arg(own);
+    c
 }
