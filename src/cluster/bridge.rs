@@ -302,6 +302,8 @@ pub(super) enum Done {
 /// The bridge's view of one watched channel.
 #[derive(Debug)]
 struct Chan {
+    /// The channel's name (kept here so a pub/sub message costs one map lookup).
+    name: Arc<str>,
     join_id: u64,
     home: usize,
     kind: ChannelKind,
@@ -521,6 +523,7 @@ impl Bridge {
                 self.channels.insert(
                     channel.clone(),
                     Chan {
+                        name: channel.clone(),
                         join_id,
                         home,
                         kind,
@@ -781,13 +784,10 @@ impl Bridge {
         let Some(ch) = self.keys.channel_of(name) else {
             return;
         };
-        let Some((channel, _)) = self.channels.get_key_value(ch) else {
+        let Some(c) = self.channels.get_mut(ch) else {
             return;
         };
-        let channel = channel.clone();
-        let Some(c) = self.channels.get_mut(&channel) else {
-            return;
-        };
+        let channel = c.name.clone();
         let Some(ev) = wire::parse_message(&channel, Bytes::from(msg.get_payload_bytes().to_vec()))
         else {
             tracing::warn!(channel = %channel, "malformed message on a cluster channel");

@@ -67,15 +67,12 @@ impl Bridge {
         reply: oneshot::Sender<Option<u64>>,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) {
-        if self.link.is_none() {
-            let _ = reply.send(None);
-            return;
-        }
         let (kind, field) = match query {
             PresenceQuery::User(u) => ("users", u),
             PresenceQuery::Channel(c) => ("subs", c),
         };
-        // Counts written since the last flush go first, on the same connection.
+        // Counts written since the last flush go first, on the same connection (a no-op
+        // without one).
         self.flush_presence(done_tx);
         let Some(link) = &self.link else {
             let _ = reply.send(None);

@@ -886,14 +886,7 @@ impl Shard {
         st.seq = raw.seq;
         self.stats.messages_in.add(st.kind, 1);
         self.stats.bytes_in.add(st.kind, raw.data.len() as u64);
-        let ev = Arc::new(Event::new(
-            raw.channel,
-            raw.event,
-            raw.seq,
-            raw.ts,
-            raw.data,
-            st.msgpack > 0,
-        ));
+        let ev = encode_raw(raw, st.msgpack > 0);
         st.ring.push(ev.clone());
         self.stats.published += 1;
         self.forward(&ev);
@@ -924,14 +917,7 @@ impl Shard {
             if raw.seq > msg.seq {
                 break;
             }
-            st.ring.push(Arc::new(Event::new(
-                raw.channel,
-                raw.event,
-                raw.seq,
-                raw.ts,
-                raw.data,
-                with_msgpack,
-            )));
+            st.ring.push(encode_raw(raw, with_msgpack));
         }
         let kind = st.kind;
         let interest: Vec<usize> = st
@@ -1321,6 +1307,18 @@ impl Shard {
             top_channels: ranked,
         }
     }
+}
+
+/// Cluster mode: an event sequenced in Redis, encoded once on its home shard.
+fn encode_raw(raw: RawEvent, with_msgpack: bool) -> Arc<Event> {
+    Arc::new(Event::new(
+        raw.channel,
+        raw.event,
+        raw.seq,
+        raw.ts,
+        raw.data,
+        with_msgpack,
+    ))
 }
 
 fn new_owned(
