@@ -112,8 +112,17 @@ if run slow-uniform; then
     qc_args "slowu-baseline-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0 --rate 500 --duration 6
     qc_args "slowu-slow-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0.1 --rate 500 --duration 6
   done
-  qc_args slowu-overload-baseline "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0 --rate 2000 --duration 8
-  qc_args slowu-overload-slow "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0.1 --rate 2000 --duration 8
+  # Overloaded (2,000 events/s = 200k deliveries/s, core ~90 % busy): three alternating
+  # pairs with the default TCP_NOTSENT_LOWAT (16 KiB), then one pair without it
+  # (--socket-notsent-lowat 0), where each stopped client fills a whole send buffer in the
+  # kernel and the others' latency suffers while it does (perf/README.md, slow consumers).
+  for i in 1 2 3; do
+    qc_args "slowu-overload-baseline-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0 --rate 2000 --duration 8
+    qc_args "slowu-overload-slow-$i" "--max-queue-frames 128 --max-queue-bytes 65536" "${su[@]}" --slow-share 0.1 --rate 2000 --duration 8
+  done
+  nolw="--max-queue-frames 128 --max-queue-bytes 65536 --socket-notsent-lowat 0"
+  qc_args slowu-overload-nolowat-baseline "$nolw" "${su[@]}" --slow-share 0 --rate 2000 --duration 8
+  qc_args slowu-overload-nolowat-slow "$nolw" "${su[@]}" --slow-share 0.1 --rate 2000 --duration 8
 fi
 if run shards; then
   # Thread-per-core scaling: the same broadcast with 1 and 2 shards (server unpinned; on a

@@ -62,6 +62,16 @@ pub struct Config {
     /// in the server's conflation slots, where the newest quote wins. 256 KiB still carries
     /// 2.5 MB/s to a client 100 ms away, far above a trading UI's needs.
     pub socket_send_buffer: usize,
+    /// Most bytes a socket may hold in the kernel not yet sent (`TCP_NOTSENT_LOWAT`), or 0
+    /// to leave the kernel's default (no limit). Default 16 KiB. Past it a write returns
+    /// "would block" and the backlog stays in the server's queue, where it costs no kernel
+    /// memory, conflation still replaces stale quotes and the queue limits apply. Without
+    /// it a reader that stopped takes a full send buffer of kernel memory, and since a
+    /// shard's writes share the kernel's page fragments, those bytes pin whole pages that
+    /// other sockets' data also used (measured: 110 MB held by 200 stopped clients pinned
+    /// ~800 MB; `perf/README.md`, slow consumers). Data in flight is not counted, so a
+    /// healthy client's throughput does not depend on it.
+    pub socket_notsent_lowat: usize,
     /// The built-in simulated market, when `Some` (`serve --demo`). Default off.
     pub demo: Option<DemoConfig>,
     /// Log output.
@@ -89,6 +99,7 @@ impl Default for Config {
             inbox_capacity: 16 * 1024,
             max_connections: 100_000,
             socket_send_buffer: 256 * 1024,
+            socket_notsent_lowat: 16 * 1024,
             max_subscriptions: 1024,
             access: AccessConfig::default(),
             demo_tokens: Vec::new(),
@@ -328,6 +339,8 @@ pub struct RawConfig {
     pub inbox_capacity: usize,
     /// `socket_send_buffer`.
     pub socket_send_buffer: usize,
+    /// `socket_notsent_lowat`.
+    pub socket_notsent_lowat: usize,
     /// `[queue]`.
     pub queue: RawQueue,
     /// `[shutdown]`.
@@ -523,6 +536,7 @@ impl Default for RawConfig {
             max_connections: c.max_connections,
             inbox_capacity: c.inbox_capacity,
             socket_send_buffer: c.socket_send_buffer,
+            socket_notsent_lowat: c.socket_notsent_lowat,
             queue: RawQueue {
                 max_frames: c.queue.max_frames,
                 max_bytes: c.queue.max_bytes,
@@ -732,6 +746,7 @@ impl RawConfig {
             access,
             demo_tokens: Vec::new(),
             socket_send_buffer: self.socket_send_buffer,
+            socket_notsent_lowat: self.socket_notsent_lowat,
             demo: demo.then(|| DemoConfig {
                 symbols: self.demo.symbols,
                 quotes_per_sec: self.demo.quotes_per_sec,

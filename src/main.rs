@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Per-connection limit on queued non-conflated bytes [default: 1048576].
     #[arg(long, env = "QUOTECAST_MAX_QUEUE_BYTES")]
     max_queue_bytes: Option<usize>,
+    /// Most unsent bytes a socket may hold in the kernel (TCP_NOTSENT_LOWAT), 0 for no
+    /// limit [default: 16384].
+    #[arg(long, env = "QUOTECAST_SOCKET_NOTSENT_LOWAT")]
+    socket_notsent_lowat: Option<usize>,
     /// Most subscriptions per connection [default: 1024].
     #[arg(long, env = "QUOTECAST_MAX_SUBSCRIPTIONS")]
     max_subscriptions: Option<usize>,
@@ -169,6 +173,7 @@ impl ServeArgs {
         set(&mut raw.queue.max_frames, &self.max_queue_frames);
         set(&mut raw.queue.max_bytes, &self.max_queue_bytes);
         set(&mut raw.max_subscriptions, &self.max_subscriptions);
+        set(&mut raw.socket_notsent_lowat, &self.socket_notsent_lowat);
         set(&mut raw.shutdown.drain_ms, &self.drain_ms);
         set(&mut raw.demo.symbols, &self.demo_symbols);
         set(&mut raw.demo.quotes_per_sec, &self.demo_quotes_per_sec);

@@ -4,7 +4,7 @@
 
 use crate::config::{Format, SlowMode};
 use crate::scan::{bench_index, scan_json, scan_msgpack, Kind, Msg};
-use crate::stats::{lock, now_ns, Shared};
+use crate::stats::{lock, now_ns, LatHists, Shared};
 use crate::ws::{self, apply_mask, Header, Parsed};
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::Ordering::Relaxed;
@@ -311,8 +311,7 @@ fn process(
     );
     let mut frames = 0u64;
     let slow = c.slow;
-    let res = sh.with_hists(|h| -> Result<()> {
-        let hist = if slow { &mut h.slow } else { &mut h.normal };
+    let res = sh.with_hists(|hist| -> Result<()> {
         while *start < end {
             // Fast path: a final, unmasked text frame under 64 KiB (every event frame).
             if let Some((hl, pl)) = text_frame_len(&buf[*start..end]) {
@@ -389,7 +388,7 @@ fn on_frame(
     payload: &[u8],
     now: u64,
     window: (u64, u64),
-    hist: &mut hdrhistogram::Histogram<u64>,
+    hist: &mut LatHists,
 ) {
     let sh = &env.shared;
     match hd.opcode {
@@ -441,7 +440,7 @@ fn on_message(
     payload: &[u8],
     now: u64,
     (ws_start, ws_end): (u64, u64),
-    hist: &mut hdrhistogram::Histogram<u64>,
+    hist: &mut LatHists,
 ) {
     let sh = &env.shared;
     let msg: Msg<'_> = if opcode == ws::OP_BINARY {
@@ -480,9 +479,18 @@ fn on_message(
                 sh.out_of_order.fetch_add(1, Relaxed);
             }
             if let Some(t) = msg.t {
+                let lat = now.saturating_sub(t).max(1);
+                if !c.slow {
+                    hist.interval.saturating_record(lat);
+                }
                 if t >= ws_start && t < ws_end {
                     c.window += 1;
-                    hist.saturating_record(now.saturating_sub(t).max(1));
+                    let h = if c.slow {
+                        &mut hist.slow
+                    } else {
+                        &mut hist.normal
+                    };
+                    h.saturating_record(lat);
                 }
             }
         }

@@ -80,6 +80,13 @@ pub(crate) struct Sample {
     pub(crate) server_rss_kb: Option<u64>,
     pub(crate) server_cpu_pct: Option<f64>,
     pub(crate) self_cpu_pct: f64,
+    /// Normal clients' latency of the events received during this second (µs), if any.
+    #[serde(default)]
+    pub(crate) p50_us: Option<u64>,
+    #[serde(default)]
+    pub(crate) p99_us: Option<u64>,
+    #[serde(default)]
+    pub(crate) max_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

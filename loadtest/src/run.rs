@@ -128,6 +128,11 @@ fn pick_channels(rng: &mut SmallRng, s: &Settings, cdf: &[f64], client: usize) -
     out
 }
 
+/// A latency in µs for the progress line, in ms.
+fn ms(us: Option<u64>) -> String {
+    us.map_or("-".into(), |u| format!("{:.1}ms", u as f64 / 1000.0))
+}
+
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let w: Vec<f64> = (1..=n).map(|r| 1.0 / (r as f64).powf(s)).collect();
     let total: f64 = w.iter().sum();
@@ -231,6 +236,8 @@ async fn run_phases(
                     (Some(a), Some(b)) => Some((a.saturating_sub(b)) as f64 / tck / dt * 100.0),
                     _ => None,
                 };
+                let iv = sh.take_interval();
+                let pct = |q: f64| (!iv.is_empty()).then(|| iv.value_at_quantile(q) / 1000);
                 let smp = Sample {
                     t: run_t0.elapsed().as_secs_f64(),
                     connected: sh.connected.load(Relaxed),
@@ -240,15 +247,20 @@ async fn run_phases(
                     server_rss_kb: rss,
                     server_cpu_pct: srv_cpu,
                     self_cpu_pct: me.saturating_sub(last.3) as f64 / tck / dt * 100.0,
+                    p50_us: pct(0.5),
+                    p99_us: pct(0.99),
+                    max_us: (!iv.is_empty()).then(|| iv.max() / 1000),
                 };
                 eprintln!(
-                    "[{:5.1}s] conn {} acked {} fail {} | pub {:.0}/s recv {:.0}/s | srv rss {} cpu {} | self cpu {:.0}%",
+                    "[{:5.1}s] conn {} acked {} fail {} | pub {:.0}/s recv {:.0}/s | p50 {} p99 {} | srv rss {} cpu {} | self cpu {:.0}%",
                     smp.t,
                     smp.connected,
                     smp.acked,
                     sh.connect_failed.load(Relaxed),
                     smp.published_per_s,
                     smp.received_per_s,
+                    ms(smp.p50_us),
+                    ms(smp.p99_us),
                     rss.map_or("-".into(), |r| format!("{:.1}MB", r as f64 / 1024.0)),
                     srv_cpu.map_or("-".into(), |c| format!("{c:.0}%")),
                     smp.self_cpu_pct

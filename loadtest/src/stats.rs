@@ -31,6 +31,8 @@ pub(crate) struct LatHists {
     pub(crate) normal: Histogram<u64>,
     /// Slow clients, reported separately.
     pub(crate) slow: Histogram<u64>,
+    /// Normal clients, every stamp, since the sampler last took it: latency over time.
+    pub(crate) interval: Histogram<u64>,
 }
 
 thread_local! {
@@ -136,6 +138,7 @@ impl Shared {
                 let h = Arc::new(Mutex::new(LatHists {
                     normal: new_hist(),
                     slow: new_hist(),
+                    interval: new_hist(),
                 }));
                 lock(&self.hists).push(h.clone());
                 h
@@ -155,6 +158,17 @@ impl Shared {
             let _ = s.add(&g.slow);
         }
         (n, s)
+    }
+
+    /// Normal clients' latencies recorded since the last call (all threads), then reset.
+    pub(crate) fn take_interval(&self) -> Histogram<u64> {
+        let mut n = new_hist();
+        for h in lock(&self.hists).iter() {
+            let mut g = lock(h);
+            let _ = n.add(&g.interval);
+            g.interval.reset();
+        }
+        n
     }
 
     /// Expected deliveries to normal clients: Σ per channel published × subscribers.
