@@ -24,6 +24,8 @@ pub(crate) struct ClientEnv {
     pub(crate) targets: Vec<crate::config::Target>,
     pub(crate) format: Format,
     pub(crate) read_buf: usize,
+    /// SO_RCVBUF of normal clients, 0 for the kernel's autotuning.
+    pub(crate) rcvbuf: usize,
     pub(crate) clients: u64,
     pub(crate) slow_mode: SlowMode,
     pub(crate) slow_fraction: f64,
@@ -111,6 +113,9 @@ async fn run_inner(
             // outbound queue instead of hiding in megabytes of loopback socket buffer.
             sock.set_recv_buffer_size(SLOW_RCVBUF)
                 .context("SO_RCVBUF")?;
+        } else if env.rcvbuf > 0 {
+            let size = u32::try_from(env.rcvbuf).unwrap_or(u32::MAX);
+            sock.set_recv_buffer_size(size).context("SO_RCVBUF")?;
         }
         let mut stream = sock.connect(target.addr).await.context("connect")?;
         stream.set_nodelay(true).context("nodelay")?;

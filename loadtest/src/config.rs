@@ -156,6 +156,10 @@ pub(crate) struct RunArgs {
     /// Per-connection read buffer in bytes.
     #[arg(long)]
     pub(crate) read_buf: Option<usize>,
+    /// SO_RCVBUF of normal clients in bytes (the kernel doubles it); 0 leaves the kernel's
+    /// autotuning, which lets a lagging load tester hold megabytes per socket on loopback.
+    #[arg(long)]
+    pub(crate) rcvbuf: Option<usize>,
     /// Seconds allowed for connecting and subscribing everyone.
     #[arg(long)]
     pub(crate) connect_timeout: Option<f64>,
@@ -190,6 +194,7 @@ pub(crate) struct Settings {
     pub(crate) slow_fraction: f64,
     pub(crate) format: Format,
     pub(crate) read_buf: usize,
+    pub(crate) rcvbuf: usize,
     pub(crate) connect_timeout: f64,
     pub(crate) drain: f64,
     pub(crate) seed: u64,
@@ -219,6 +224,7 @@ impl Settings {
             slow_fraction: 0.1,
             format: Format::Json,
             read_buf: 16 * 1024,
+            rcvbuf: 0,
             connect_timeout: 60.0,
             drain: 5.0,
             seed: 1,
@@ -307,6 +313,7 @@ impl Settings {
             slow_fraction,
             format,
             read_buf,
+            rcvbuf,
             connect_timeout,
             drain,
             seed

@@ -293,6 +293,7 @@ async fn run_phases(
         targets: subs,
         format: s.format,
         read_buf: s.read_buf,
+        rcvbuf: s.rcvbuf,
         clients: s.clients as u64,
         slow_mode: s.slow_mode,
         slow_fraction: s.slow_fraction,
