@@ -291,37 +291,11 @@ fn tune_socket(stream: &tokio::net::TcpStream, config: &Config) {
     if config.socket_send_buffer > 0 {
         let _ = sock.set_send_buffer_size(config.socket_send_buffer);
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     if config.socket_notsent_lowat > 0 {
-        let _ = set_notsent_lowat(stream, config.socket_notsent_lowat);
+        let lowat = u32::try_from(config.socket_notsent_lowat).unwrap_or(u32::MAX);
+        let _ = sock.set_tcp_notsent_lowat(lowat);
     }
-}
-
-/// `setsockopt(TCP_NOTSENT_LOWAT)`; socket2 does not wrap it.
-#[cfg(target_os = "linux")]
-fn set_notsent_lowat(stream: &tokio::net::TcpStream, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the fd is an open TCP socket owned by `stream` for the duration of the call,
-    // and the option value points to a live c_int of the length passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_notsent_lowat(_stream: &tokio::net::TcpStream, _bytes: usize) -> std::io::Result<()> {
-    Ok(())
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -598,26 +572,6 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
 mod tests {
     use super::*;
 
-    /// Reads an int socket option back from the kernel.
-    #[cfg(target_os = "linux")]
-    fn int_opt(stream: &tokio::net::TcpStream, level: libc::c_int, name: libc::c_int) -> i32 {
-        use std::os::fd::AsRawFd;
-        let mut v: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: valid open fd; `v` and `len` are live and sized for a c_int.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                level,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        v
-    }
-
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_sockets_get_the_configured_kernel_limits() {
@@ -625,7 +579,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let before = int_opt(&server, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
+        let before = socket2::SockRef::from(&server).tcp_notsent_lowat().unwrap();
         let config = Config {
             socket_send_buffer: 128 * 1024,
             socket_notsent_lowat: 16 * 1024,
@@ -637,21 +591,18 @@ mod tests {
             16 * 1024,
             "the kernel default must differ for this test to mean anything"
         );
-        assert_eq!(
-            int_opt(&server, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
-            16 * 1024
-        );
+        let sock = socket2::SockRef::from(&server);
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), 16 * 1024);
         // Linux doubles SO_SNDBUF for its bookkeeping.
-        assert_eq!(
-            int_opt(&server, libc::SOL_SOCKET, libc::SO_SNDBUF),
-            256 * 1024
-        );
-        assert_eq!(int_opt(&server, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
+        assert_eq!(sock.send_buffer_size().unwrap(), 256 * 1024);
+        assert!(sock.tcp_nodelay().unwrap());
 
         // 0 leaves the kernel's defaults alone.
         let _client2 = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server2, _) = listener.accept().await.unwrap();
-        let lowat = int_opt(&server2, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
+        let lowat = socket2::SockRef::from(&server2)
+            .tcp_notsent_lowat()
+            .unwrap();
         let off = Config {
             socket_send_buffer: 0,
             socket_notsent_lowat: 0,
@@ -659,7 +610,9 @@ mod tests {
         };
         tune_socket(&server2, &off);
         assert_eq!(
-            int_opt(&server2, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+            socket2::SockRef::from(&server2)
+                .tcp_notsent_lowat()
+                .unwrap(),
             lowat
         );
     }
