@@ -291,6 +291,7 @@ fn bench_conflation(c: &mut Criterion) {
     let limits = QueueLimits {
         max_frames: 4 * MAX_IOV,
         max_bytes: 1 << 20,
+        max_lag: std::time::Duration::from_secs(5),
     };
 
     let mut g = c.benchmark_group("conflation");
@@ -315,9 +316,10 @@ fn bench_conflation(c: &mut Criterion) {
     g.throughput(Throughput::Elements(MAX_IOV as u64));
     g.bench_function("push64_slices_advance", |b| {
         let mut ob = Outbound::new(Format::Json, limits);
+        let now = std::time::Instant::now();
         b.iter(|| {
             for _ in 0..MAX_IOV {
-                ob.push(frame.clone())
+                ob.push(frame.clone(), now)
                     .expect("limits hold 4 * MAX_IOV frames");
             }
             let written = {
@@ -606,6 +608,7 @@ fn bench_shards(c: &mut Criterion) {
                     queue: QueueLimits {
                         max_frames: 4096,
                         max_bytes: 1 << 20,
+                        max_lag: std::time::Duration::from_secs(5),
                     },
                     epoch: Arc::from("bench"),
                     cluster: None,

@@ -38,8 +38,9 @@ pub struct Config {
     /// 1,024-event publish batch of typical quotes fits; a hostile client can make the
     /// server hold at most this much for its partial frame.
     pub max_message_bytes: usize,
-    /// Per-connection bound on queued non-conflated frames. Default 4,096 frames / 1 MiB:
-    /// several seconds of a busy private stream; past it the client is a slow consumer.
+    /// When a stream subscriber is a slow consumer: its oldest unsent frame has waited
+    /// longer than `max_lag` (default 5 s), or its queue passes a hard cap (default 65,536
+    /// frames / 16 MiB, for memory safety only: far above any burst).
     pub queue: QueueLimits,
     /// How long shutdown waits for clients' queues to flush. Default 5 s.
     pub drain: Duration,
@@ -91,8 +92,9 @@ impl Default for Config {
             heartbeat: Duration::from_secs(30),
             max_message_bytes: 256 * 1024,
             queue: QueueLimits {
-                max_frames: 4096,
-                max_bytes: 1 << 20,
+                max_frames: 65_536,
+                max_bytes: 16 << 20,
+                max_lag: Duration::from_secs(5),
             },
             drain: Duration::from_secs(5),
             reconnect_hint: Duration::from_secs(1),
@@ -276,6 +278,12 @@ impl Config {
                 "must be at least 65536 (64 KiB)",
             ));
         }
+        if self.queue.max_lag < Duration::from_millis(100) {
+            return Err(invalid(
+                "queue.slow_consumer_lag_ms",
+                "must be at least 100",
+            ));
+        }
         if self.inbox_capacity < 64 {
             return Err(invalid("inbox_capacity", "must be at least 64"));
         }
@@ -359,10 +367,12 @@ pub struct RawConfig {
     pub channels: Vec<RawChannel>,
 }
 
-/// `[queue]`: the per-connection bound on non-conflated frames.
+/// `[queue]`: when a stream subscriber is a slow consumer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawQueue {
+    /// `slow_consumer_lag_ms`.
+    pub slow_consumer_lag_ms: u64,
     /// `max_frames`.
     pub max_frames: usize,
     /// `max_bytes`.
@@ -538,6 +548,7 @@ impl Default for RawConfig {
             socket_send_buffer: c.socket_send_buffer,
             socket_notsent_lowat: c.socket_notsent_lowat,
             queue: RawQueue {
+                slow_consumer_lag_ms: c.queue.max_lag.as_millis() as u64,
                 max_frames: c.queue.max_frames,
                 max_bytes: c.queue.max_bytes,
             },
@@ -737,6 +748,7 @@ impl RawConfig {
             queue: QueueLimits {
                 max_frames: self.queue.max_frames,
                 max_bytes: self.queue.max_bytes,
+                max_lag: Duration::from_millis(self.queue.slow_consumer_lag_ms),
             },
             drain: Duration::from_millis(self.shutdown.drain_ms),
             reconnect_hint: Duration::from_millis(self.shutdown.reconnect_hint_ms),

@@ -78,10 +78,16 @@ struct ServeArgs {
     /// Largest client message in bytes [default: 262144].
     #[arg(long, env = "QUOTECAST_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
-    /// Per-connection limit on queued non-conflated frames [default: 4096].
+    /// How long a stream subscriber's oldest unsent event may wait before the client is
+    /// closed as a slow consumer (4008), in milliseconds [default: 5000].
+    #[arg(long, env = "QUOTECAST_SLOW_CONSUMER_LAG_MS")]
+    slow_consumer_lag_ms: Option<u64>,
+    /// Hard cap on a connection's queued non-conflated frames (memory safety) [default:
+    /// 65536].
     #[arg(long, env = "QUOTECAST_MAX_QUEUE_FRAMES")]
     max_queue_frames: Option<usize>,
-    /// Per-connection limit on queued non-conflated bytes [default: 1048576].
+    /// Hard cap on a connection's queued non-conflated bytes (memory safety) [default:
+    /// 16777216].
     #[arg(long, env = "QUOTECAST_MAX_QUEUE_BYTES")]
     max_queue_bytes: Option<usize>,
     /// Most unsent bytes a socket may hold in the kernel (TCP_NOTSENT_LOWAT), 0 for no
@@ -170,6 +176,10 @@ impl ServeArgs {
         set(&mut raw.shards, &self.shards);
         set(&mut raw.heartbeat_ms, &self.heartbeat_ms);
         set(&mut raw.max_message_bytes, &self.max_message_bytes);
+        set(
+            &mut raw.queue.slow_consumer_lag_ms,
+            &self.slow_consumer_lag_ms,
+        );
         set(&mut raw.queue.max_frames, &self.max_queue_frames);
         set(&mut raw.queue.max_bytes, &self.max_queue_bytes);
         set(&mut raw.max_subscriptions, &self.max_subscriptions);
@@ -367,7 +377,7 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     tracing::info!(
         published = report.stats.published,
         delivered = report.stats.delivered,
-        slow_consumer_closes = report.stats.slow_closes,
+        slow_consumer_closes = report.stats.slow_closes.total(),
         "stopped"
     );
     if !h.is_empty() {

@@ -312,12 +312,20 @@ pub fn render(server: &ServerFigures, snaps: &[Option<ShardSnapshot>]) -> String
         "Quotes replaced by a newer one before being written to a slow subscriber.",
         s.conflated,
     );
-    e.one(
+    e.family(
         "quotecast_slow_consumer_closes_total",
         "counter",
-        "Connections closed (4008) because their queue of stream events overflowed.",
-        s.slow_closes,
+        "Connections closed as slow consumers (4008), by trigger: lag (the oldest unsent \
+         stream event waited past slow_consumer_lag_ms) or memory (the queue reached its \
+         hard frame or byte cap).",
     );
+    for (trigger, n) in [("lag", s.slow_closes.lag), ("memory", s.slow_closes.memory)] {
+        e.sample(
+            "quotecast_slow_consumer_closes_total",
+            &[("trigger", trigger)],
+            n,
+        );
+    }
     e.one(
         "quotecast_subscriptions",
         "gauge",

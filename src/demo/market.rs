@@ -8,10 +8,14 @@
 //! only clock read is the wall-clock origin taken once in [`DemoMarket::new`]. For a given
 //! seed, origin and sequence of `tick` calls the output is identical.
 //!
-//! Event names and payload fields follow the platforms quotecast replaces (the project's seed
-//! docs): Socket.io `quote:update` / `trade:executed` / `market:status`,
-//! ARIA's `tick` / `signal` / `order_update`, and TradeSense's `EQUITY_UPDATED`,
-//! `RISK_ALERT`, `CHALLENGE_STATUS_CHANGED` (money as strings with 2 decimals there).
+//! Payload fields follow the platforms quotecast replaces (the project's seed docs); the
+//! event names are those platforms' events spelled in one lower_snake_case style, so one
+//! client handles them all: seeds/002's `trade:executed` and `market:status` are
+//! `trade_executed` and `market_status`, its `quote:update` and seeds/003's `tick` are both
+//! `quote`; seeds/003's `signal` and `order_update` are kept as they are; seeds/001's
+//! `EQUITY_UPDATED`, `RISK_ALERT` and `CHALLENGE_STATUS_CHANGED` are `equity_updated`,
+//! `risk_alert` and `challenge_status_changed` (money as strings with 2 decimals there, as
+//! in seeds/001).
 //!
 //! | channel               | event                      | when |
 //! |-----------------------|----------------------------|------|

@@ -25,8 +25,10 @@ use crate::protocol::Format;
 /// enough that a private event behind it waits at most a few hundred microseconds.
 pub const COMMIT_WATERMARK: usize = 64 * 1024;
 
-/// Most frames gathered into one `writev` (Linux's IOV_MAX is 1024; past ~64 frames the
-/// syscall cost is already amortised below the per-byte copy).
+/// Most frames gathered into one `writev` (Linux's IOV_MAX is 1024). The syscall's fixed
+/// cost is amortised below the per-byte copy past ~64 small frames; 256 lets one call carry
+/// a whole broadcast batch of small events. The array of slices lives on the stack of the
+/// flush (256 × 16 bytes), not in the connection.
 pub const MAX_IOV: usize = 256;
 
 /// A queued frame: the encoded bytes behind a shard-local reference count. A shard wraps an
@@ -36,18 +38,73 @@ pub const MAX_IOV: usize = 256;
 /// queue entry 8 bytes instead of 32.
 pub type Frame = Rc<Bytes>;
 
-/// Bounds on the non-conflated part of the queue.
+/// When a subscriber of stream channels is a slow consumer.
+///
+/// The rule is by time: a subscriber is slow when the oldest frame of its backlog has
+/// waited longer than `max_lag`. Queue size alone cannot tell a stalled reader from one
+/// that is briefly behind (descheduled for a few milliseconds during a 200 KB burst, a
+/// retransmission on a mobile link); the age of the backlog can. `max_frames` and
+/// `max_bytes` are hard caps for memory safety only, sized far above any burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
-    /// Most frames waiting.
+    /// Most frames waiting (hard cap).
     pub max_frames: usize,
-    /// Most bytes waiting.
+    /// Most bytes waiting (hard cap).
     pub max_bytes: usize,
+    /// How long the oldest unsent frame may wait.
+    pub max_lag: Duration,
 }
 
-/// The stream queue would exceed its limits: the subscriber is a slow consumer.
+/// [`QueueLimits`] as a connection keeps them: caps saturated at `u32::MAX`, the lag in
+/// microseconds (saturated at ~71 minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
+struct Packed {
+    max_frames: u32,
+    max_bytes: u32,
+    max_lag_us: u32,
+}
+
+impl Packed {
+    fn new(l: QueueLimits) -> Self {
+        let sat = |v: u128| u32::try_from(v).unwrap_or(u32::MAX);
+        Packed {
+            max_frames: sat(l.max_frames as u128),
+            max_bytes: sat(l.max_bytes as u128),
+            max_lag_us: sat(l.max_lag.as_micros()),
+        }
+    }
+
+    fn max_lag(self) -> Duration {
+        Duration::from_micros(self.max_lag_us as u64)
+    }
+}
+
+/// The stream queue cannot take another frame: the subscriber is a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The oldest unsent frame has waited longer than `max_lag`.
+    Lagging,
+    /// The queue would pass its hard frame or byte cap.
+    Full,
+}
+
+impl Overflow {
+    /// The label of this trigger in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Lagging => "lag",
+            Overflow::Full => "memory",
+        }
+    }
+}
+
+/// Most time marks kept per queue. A mark is added at most every `max_lag / MARK_SLICES`,
+/// so a queue whose marks are full has waited past its lag already.
+const MAX_MARKS: usize = 2 * MARK_SLICES as usize;
+
+/// Time resolution of the backlog's age: `max_lag / MARK_SLICES` (an age is overstated by
+/// at most that much).
+const MARK_SLICES: u32 = 16;
 
 #[derive(Debug)]
 struct Slot {
@@ -65,7 +122,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct Outbound {
     format: Format,
-    limits: QueueLimits,
+    /// The limits, packed (12 bytes instead of 32: every connection holds a copy).
+    limits: Packed,
     wire: VecDeque<Frame>,
     /// Bytes of `wire.front()` already written.
     head_written: usize,
@@ -76,6 +134,12 @@ pub struct Outbound {
     ready: VecDeque<u32>,
     /// Slots holding a frame that `max_hz` holds back.
     delayed: Vec<u32>,
+    /// Frames ever put in `wire` (wrapping): `pushed - wire.len()` is the head's index.
+    pushed: u32,
+    /// When stream frames were queued: `(index of the first frame queued at or after the
+    /// instant, instant)`, oldest first; the first mark dates the head frame from below.
+    /// Empty when nothing waits.
+    marks: VecDeque<(u32, Instant)>,
     closing: bool,
 }
 
@@ -84,7 +148,7 @@ impl Outbound {
     pub fn new(format: Format, limits: QueueLimits) -> Self {
         Outbound {
             format,
-            limits,
+            limits: Packed::new(limits),
             wire: VecDeque::new(),
             head_written: 0,
             wire_bytes: 0,
@@ -92,33 +156,92 @@ impl Outbound {
             free: Vec::new(),
             ready: VecDeque::new(),
             delayed: Vec::new(),
+            pushed: 0,
+            marks: VecDeque::new(),
             closing: false,
         }
     }
 
-    /// Queues a frame that must not be conflated or dropped.
-    pub fn push(&mut self, frame: impl Into<Frame>) -> Result<(), Overflow> {
+    /// Queues a stream event's frame at `now`: it must not be conflated or dropped. Refused
+    /// when the backlog's oldest frame has waited past `max_lag`, or the queue is at a cap.
+    pub fn push(&mut self, frame: impl Into<Frame>, now: Instant) -> Result<(), Overflow> {
         let frame = frame.into();
         if self.closing {
             return Ok(());
         }
-        if self.wire.len() + 1 > self.limits.max_frames
-            || self.wire_bytes + frame.len() > self.limits.max_bytes
-        {
-            return Err(Overflow);
+        self.admit(frame.len())?;
+        if self.is_lagging(now) {
+            return Err(Overflow::Lagging);
         }
-        self.wire_bytes += frame.len();
-        self.wire.push_back(frame);
+        self.mark(now);
+        self.enqueue(frame);
         Ok(())
     }
 
-    /// Queues a control frame (pong, close) regardless of limits.
+    /// Queues a reply to an op: bounded by the caps, but not by the lag rule (a client
+    /// that reads only quotes, which conflate, may pause reading and still send ops).
+    pub fn push_reply(&mut self, frame: impl Into<Frame>) -> Result<(), Overflow> {
+        let frame = frame.into();
+        if self.closing {
+            return Ok(());
+        }
+        self.admit(frame.len())?;
+        self.enqueue(frame);
+        Ok(())
+    }
+
+    /// Queues a control frame (pong, ping, notice) regardless of limits.
     pub fn push_control(&mut self, frame: impl Into<Frame>) {
         let frame = frame.into();
         if !self.closing {
-            self.wire_bytes += frame.len();
-            self.wire.push_back(frame);
+            self.enqueue(frame);
         }
+    }
+
+    fn admit(&self, len: usize) -> Result<(), Overflow> {
+        if self.wire.len() + 1 > self.limits.max_frames as usize
+            || self.wire_bytes + len > self.limits.max_bytes as usize
+        {
+            return Err(Overflow::Full);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn enqueue(&mut self, frame: Frame) {
+        self.wire_bytes += frame.len();
+        self.wire.push_back(frame);
+        self.pushed = self.pushed.wrapping_add(1);
+    }
+
+    /// Dates the frame about to be queued: a new mark when the backlog was empty or the
+    /// last mark is older than the resolution.
+    #[inline]
+    fn mark(&mut self, now: Instant) {
+        let fresh = match self.marks.back() {
+            None => true,
+            Some(&(_, t)) => {
+                self.marks.len() < MAX_MARKS
+                    && now.saturating_duration_since(t) >= self.limits.max_lag() / MARK_SLICES
+            }
+        };
+        if fresh {
+            self.marks.push_back((self.pushed, now));
+        }
+    }
+
+    /// How long the oldest unsent stream frame has waited (overstated by at most
+    /// `max_lag / 16`); zero when none waits.
+    pub fn lag(&self, now: Instant) -> Duration {
+        match self.marks.front() {
+            Some(&(_, t)) if !self.wire.is_empty() => now.saturating_duration_since(t),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the oldest unsent stream frame has waited past `max_lag`.
+    pub fn is_lagging(&self, now: Instant) -> bool {
+        self.lag(now) > self.limits.max_lag()
     }
 
     /// Allocates a conflation slot for a subscription to `channel`.
@@ -143,6 +266,19 @@ impl Outbound {
                 self.slots.push(slot);
                 (self.slots.len() - 1) as u32
             }
+        }
+    }
+
+    /// Changes slot `id`'s rate cap (a subscribe again with another `max_hz`). A frame held
+    /// back under the old cap is released by the next `release_due` if the new one allows.
+    pub fn set_slot_rate(&mut self, id: u32, max_hz: Option<f64>) {
+        if let Some(s) = self.slots.get_mut(id as usize).filter(|s| s.in_use) {
+            let iv = max_hz.map(|hz| Duration::from_secs_f64(1.0 / hz));
+            if let (Some(next), Some(old)) = (s.next_allowed, s.min_interval) {
+                // Re-date the next release under the new interval (none: due now).
+                s.next_allowed = iv.map(|iv| next - old + iv).or(Some(next - old));
+            }
+            s.min_interval = iv;
         }
     }
 
@@ -256,12 +392,14 @@ impl Outbound {
                 );
                 self.wire_bytes += notice.len();
                 self.wire.push_back(Rc::new(notice));
+                self.pushed = self.pushed.wrapping_add(1);
             }
             if let Some(iv) = s.min_interval {
                 s.next_allowed = Some(now + iv);
             }
             self.wire_bytes += frame.len();
             self.wire.push_back(frame);
+            self.pushed = self.pushed.wrapping_add(1);
         }
     }
 
@@ -293,7 +431,13 @@ impl Outbound {
                 n = 0;
             }
         }
+        // Marks dating frames already written go; the first left dates the head.
+        let head = self.pushed.wrapping_sub(self.wire.len() as u32);
+        while self.marks.len() >= 2 && (head.wrapping_sub(self.marks[1].0) as i32) >= 0 {
+            self.marks.pop_front();
+        }
         if self.wire.is_empty() {
+            self.marks.clear();
             let cap = self.wire.capacity();
             if cap > 1024 {
                 // A burst is over: give most of the memory back.
@@ -302,6 +446,7 @@ impl Outbound {
                 // A quiet connection (welcome, acks, a ping now and then) holds no buffer at
                 // all; re-allocating a small one costs far less than the write that empties it.
                 self.wire = VecDeque::new();
+                self.marks = VecDeque::new();
             }
         }
     }
@@ -339,17 +484,22 @@ impl Outbound {
             while self.wire.len() > keep {
                 if let Some(f) = self.wire.pop_back() {
                     self.wire_bytes -= f.len();
+                    self.pushed = self.pushed.wrapping_sub(1);
                 }
             }
         }
-        self.wire_bytes += close.len();
-        self.wire.push_back(Rc::new(close));
+        self.marks.clear();
+        self.enqueue(Rc::new(close));
         self.closing = true;
     }
 
     /// The queue's bounds.
     pub fn limits(&self) -> QueueLimits {
-        self.limits
+        QueueLimits {
+            max_frames: self.limits.max_frames as usize,
+            max_bytes: self.limits.max_bytes as usize,
+            max_lag: self.limits.max_lag(),
+        }
     }
 
     /// Whether a close frame has been queued.
@@ -366,6 +516,7 @@ mod tests {
         QueueLimits {
             max_frames: 4,
             max_bytes: 100,
+            max_lag: Duration::from_secs(5),
         }
     }
 
@@ -389,8 +540,8 @@ mod tests {
     #[test]
     fn stream_frames_keep_order_and_partial_writes_resume() {
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from_static(b"aaa")).unwrap();
-        o.push(Bytes::from_static(b"bbb")).unwrap();
+        o.push(Bytes::from_static(b"aaa"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"bbb"), Instant::now()).unwrap();
         o.advance(2);
         let mut sl = [IoSlice::new(&[]); MAX_IOV];
         let n = o.slices(&mut sl);
@@ -404,12 +555,18 @@ mod tests {
     fn overflow_on_frames_and_bytes() {
         let mut o = Outbound::new(Format::Json, lim());
         for _ in 0..4 {
-            o.push(Bytes::from_static(b"x")).unwrap();
+            o.push(Bytes::from_static(b"x"), Instant::now()).unwrap();
         }
-        assert_eq!(o.push(Bytes::from_static(b"x")), Err(Overflow));
+        assert_eq!(
+            o.push(Bytes::from_static(b"x"), Instant::now()),
+            Err(Overflow::Full)
+        );
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from(vec![0u8; 90])).unwrap();
-        assert_eq!(o.push(Bytes::from(vec![0u8; 11])), Err(Overflow));
+        o.push(Bytes::from(vec![0u8; 90]), Instant::now()).unwrap();
+        assert_eq!(
+            o.push(Bytes::from(vec![0u8; 11]), Instant::now()),
+            Err(Overflow::Full)
+        );
     }
 
     #[test]
@@ -440,7 +597,7 @@ mod tests {
         let mut o = Outbound::new(Format::Json, lim());
         let s = o.add_slot("quotes.A".into(), None);
         o.offer(s, Bytes::from_static(b"Q"), 1, now);
-        o.push(Bytes::from_static(b"O")).unwrap();
+        o.push(Bytes::from_static(b"O"), Instant::now()).unwrap();
         o.commit(now);
         assert_eq!(drain(&mut o), b"OQ");
     }
@@ -453,9 +610,11 @@ mod tests {
             QueueLimits {
                 max_frames: 10,
                 max_bytes: 1 << 20,
+                max_lag: Duration::from_secs(5),
             },
         );
-        o.push(Bytes::from(vec![0u8; COMMIT_WATERMARK])).unwrap();
+        o.push(Bytes::from(vec![0u8; COMMIT_WATERMARK]), Instant::now())
+            .unwrap();
         let s = o.add_slot("q.A".into(), None);
         o.offer(s, Bytes::from_static(b"Q"), 1, now);
         o.commit(now);
@@ -508,12 +667,137 @@ mod tests {
     #[test]
     fn close_discards_backlog_but_finishes_partial_frame() {
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from_static(b"abc")).unwrap();
-        o.push(Bytes::from_static(b"def")).unwrap();
+        o.push(Bytes::from_static(b"abc"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"def"), Instant::now()).unwrap();
         o.advance(1);
         o.close(Bytes::from_static(b"C"), true);
-        o.push(Bytes::from_static(b"late")).unwrap();
+        o.push(Bytes::from_static(b"late"), Instant::now()).unwrap();
         assert_eq!(drain(&mut o), b"bcC");
         assert!(o.is_closing());
+    }
+
+    fn big() -> QueueLimits {
+        QueueLimits {
+            max_frames: 1 << 20,
+            max_bytes: 64 << 20,
+            max_lag: Duration::from_millis(500),
+        }
+    }
+
+    /// Writes `bytes` of the queue's head, as a socket accepting that much would.
+    fn write(o: &mut Outbound, mut bytes: usize) {
+        while bytes > 0 {
+            let mut sl = [IoSlice::new(&[]); MAX_IOV];
+            let n = o.slices(&mut sl);
+            if n == 0 {
+                return;
+            }
+            let total: usize = sl[..n].iter().map(|s| s.len()).sum::<usize>().min(bytes);
+            o.advance(total);
+            bytes -= total;
+        }
+    }
+
+    #[test]
+    fn a_burst_drained_in_milliseconds_is_never_lagging() {
+        // 200 KB arrives at once; the reader takes 5 ms to drain it, in 1 KB steps, while
+        // more events keep arriving. Far below the lag: never refused, whatever the size.
+        let t0 = Instant::now();
+        let mut o = Outbound::new(Format::Json, big());
+        for _ in 0..200 {
+            o.push(Bytes::from(vec![1u8; 1000]), t0).unwrap();
+        }
+        for step in 0..200u64 {
+            let now = t0 + Duration::from_micros(25 * step);
+            write(&mut o, 1000);
+            o.push(Bytes::from(vec![2u8; 100]), now).unwrap();
+            assert!(o.lag(now) <= Duration::from_millis(5), "{:?}", o.lag(now));
+        }
+        write(&mut o, usize::MAX);
+        assert_eq!(o.lag(t0 + Duration::from_secs(60)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_with_a_standing_backlog_is_not_lagging() {
+        // Always ~100 frames behind, but each frame waits only ~100 ms: not slow.
+        let t0 = Instant::now();
+        let mut o = Outbound::new(Format::Json, big());
+        for ms in 0..5_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            o.push(Bytes::from_static(b"e"), now).unwrap();
+            if ms >= 100 {
+                write(&mut o, 1);
+            }
+            assert!(o.lag(now) <= Duration::from_millis(100) + big().max_lag / MARK_SLICES);
+        }
+    }
+
+    #[test]
+    fn a_stalled_reader_lags_out_and_a_slow_one_too() {
+        let t0 = Instant::now();
+        let lim = big();
+        // Stalled: nothing written.
+        let mut o = Outbound::new(Format::Json, lim);
+        o.push(Bytes::from_static(b"a"), t0).unwrap();
+        assert!(!o.is_lagging(t0 + lim.max_lag));
+        let late = t0 + lim.max_lag + Duration::from_millis(1);
+        assert!(o.is_lagging(late));
+        assert_eq!(
+            o.push(Bytes::from_static(b"b"), late),
+            Err(Overflow::Lagging)
+        );
+        // Slow: reads one frame for every two queued; the oldest frame's wait grows past
+        // the lag although every write makes progress.
+        let mut o = Outbound::new(Format::Json, lim);
+        let mut refused = None;
+        for ms in 0..10_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if o.push(Bytes::from_static(b"e"), now).is_err() {
+                refused = Some(ms);
+                break;
+            }
+            if ms % 2 == 0 {
+                write(&mut o, 1);
+            }
+        }
+        let ms = refused.expect("a reader at half the rate is slow");
+        // The oldest frame waits half the elapsed time: refused once that passes 500 ms.
+        assert!((900..=1_100).contains(&ms), "{ms}");
+    }
+
+    #[test]
+    fn replies_and_controls_are_not_refused_for_lag() {
+        let t0 = Instant::now();
+        let mut o = Outbound::new(Format::Json, big());
+        o.push(Bytes::from_static(b"a"), t0).unwrap();
+        assert!(o.is_lagging(t0 + Duration::from_secs(1)));
+        o.push_reply(Bytes::from_static(b"r")).unwrap();
+        o.push_control(Bytes::from_static(b"p"));
+        assert_eq!(drain(&mut o), b"arp");
+        assert!(!o.is_lagging(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_new_max_hz_applies_to_an_existing_slot() {
+        let t0 = Instant::now();
+        let mut o = Outbound::new(Format::Json, lim());
+        let s = o.add_slot("q.A".into(), Some(1.0));
+        o.offer(s, Bytes::from_static(b"1"), 1, t0);
+        o.commit(t0);
+        assert_eq!(drain(&mut o), b"1");
+        // At 1 Hz the next quote waits a second; raised to 100 Hz it is due after 10 ms.
+        o.set_slot_rate(s, Some(100.0));
+        let due = o.offer(
+            s,
+            Bytes::from_static(b"2"),
+            2,
+            t0 + Duration::from_millis(5),
+        );
+        assert_eq!(due, Some(t0 + Duration::from_millis(10)));
+        // Cap removed: due at once.
+        o.set_slot_rate(s, None);
+        assert_eq!(o.release_due(t0 + Duration::from_millis(5)), None);
+        o.commit(t0 + Duration::from_millis(5));
+        assert_eq!(drain(&mut o), b"2");
     }
 }

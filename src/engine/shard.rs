@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use super::event::{now_ns, Event};
-use super::outbound::{Frame, QueueLimits};
+use super::outbound::{Frame, Overflow, QueueLimits};
 use super::ring::{Recovery, Ring};
 use super::signal::Mesh;
 use crate::cluster::{Cluster, Control, RawEvent};
@@ -300,8 +300,8 @@ pub struct ShardStats {
     pub published: u64,
     /// Frames handed to subscribers' queues.
     pub delivered: u64,
-    /// Connections closed as slow consumers.
-    pub slow_closes: u64,
+    /// Connections closed as slow consumers, by trigger.
+    pub slow_closes: SlowCloses,
     /// Events sequenced here, by channel kind.
     pub messages_in: PerKind,
     /// Payload bytes of those events, by channel kind.
@@ -328,6 +328,22 @@ pub struct ShardStats {
     pub refused_connections: u64,
     /// Sum of the ingest → socket write latencies recorded in `Shard::latency`, ns.
     pub latency_sum_ns: u64,
+}
+
+/// Slow-consumer closes (4008), by what triggered them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlowCloses {
+    /// The oldest unsent frame waited past `slow_consumer_lag`.
+    pub lag: u64,
+    /// The queue reached its hard frame or byte cap.
+    pub memory: u64,
+}
+
+impl SlowCloses {
+    /// Both triggers.
+    pub fn total(&self) -> u64 {
+        self.lag + self.memory
+    }
 }
 
 /// A counter split by channel kind.
@@ -371,7 +387,8 @@ impl ShardStats {
     pub fn merge(&mut self, o: &ShardStats) {
         self.published += o.published;
         self.delivered += o.delivered;
-        self.slow_closes += o.slow_closes;
+        self.slow_closes.lag += o.slow_closes.lag;
+        self.slow_closes.memory += o.slow_closes.memory;
         self.messages_in.merge(&o.messages_in);
         self.bytes_in.merge(&o.bytes_in);
         self.messages_out.merge(&o.messages_out);
@@ -661,7 +678,7 @@ impl Shard {
         let mut delivered = 0u64;
         let mut bytes = 0u64;
         let mut conflated = 0u64;
-        let mut overflowed: Vec<Rc<Peer>> = Vec::new();
+        let mut overflowed: Vec<(Rc<Peer>, Overflow)> = Vec::new();
         // One atomic reference per event per shard; per subscriber a plain `Rc` increment.
         let json: Frame = Rc::new(ev.json.clone());
         let mut msgpack: Option<Frame> = None;
@@ -677,7 +694,7 @@ impl Shard {
                     .get_or_insert_with(|| Rc::new(ev.frame(Format::Msgpack)))
                     .clone(),
             };
-            let ok = {
+            let pushed = {
                 let mut out = peer.out.borrow_mut();
                 match (ch.kind, sub.slot) {
                     (ChannelKind::Conflated, Some(slot)) => {
@@ -685,13 +702,13 @@ impl Shard {
                         if let Some(due) = out.offer(slot, frame, ev.seq, now) {
                             peer.schedule(due);
                         }
-                        true
+                        Ok(())
                     }
-                    _ => out.push(frame).is_ok(),
+                    _ => out.push(frame, now),
                 }
             };
-            if !ok {
-                overflowed.push(peer.clone());
+            if let Err(why) = pushed {
+                overflowed.push((peer.clone(), why));
                 continue;
             }
             delivered += 1;
@@ -707,9 +724,8 @@ impl Shard {
         if delivered > 0 {
             self.batch_ingest.push(ev.ingest);
         }
-        for p in overflowed {
-            self.stats.slow_closes += 1;
-            self.close_peer(&p, 4008, "slow consumer", true);
+        for (p, why) in overflowed {
+            self.close_slow(&p, why);
         }
     }
 
@@ -718,8 +734,8 @@ impl Shard {
             return;
         };
         if let Some(frame) = peer.complete_ack(token, &seqs) {
-            if peer.reply(frame).is_err() {
-                self.close_peer(&peer, 4008, "slow consumer", true);
+            if let Err(why) = peer.reply(frame) {
+                self.close_slow(&peer, why);
                 return;
             }
             self.mark_dirty(&peer);
@@ -742,7 +758,13 @@ impl Shard {
     ) {
         let existing = peer.subs.borrow().get(&channel).cloned();
         let (sub_id, new) = match existing {
-            Some(sub) => (sub.id, false),
+            Some(sub) => {
+                // Subscribing again may change the rate cap; everything else stays.
+                if let Some(slot) = sub.slot {
+                    peer.out.borrow_mut().set_slot_rate(slot, max_hz);
+                }
+                (sub.id, false)
+            }
             None => {
                 let slot = (policy.kind == ChannelKind::Conflated)
                     .then(|| peer.out.borrow_mut().add_slot(channel.clone(), max_hz));
@@ -985,15 +1007,14 @@ impl Shard {
                     )
                 })
                 .clone();
-            if peer.reply(frame).is_err() {
-                overflowed.push(peer.clone());
+            if let Err(why) = peer.reply(frame) {
+                overflowed.push((peer.clone(), why));
                 continue;
             }
             self.mark_dirty(peer);
         }
-        for p in overflowed {
-            self.stats.slow_closes += 1;
-            self.close_peer(&p, 4008, "slow consumer", true);
+        for (p, why) in overflowed {
+            self.close_slow(&p, why);
         }
     }
 
@@ -1009,8 +1030,8 @@ impl Shard {
                 None,
                 &error.to_string(),
             );
-            if peer.reply(f).is_err() {
-                self.close_peer(&peer, 4008, "slow consumer", true);
+            if let Err(why) = peer.reply(f) {
+                self.close_slow(&peer, why);
                 return;
             }
             self.mark_dirty(&peer);
@@ -1030,8 +1051,8 @@ impl Shard {
         let Some(sub) = sub else {
             // Unsubscribed (or subscribed anew) while the request was in flight: nothing to
             // deliver, but the request is answered, so replies held behind it go out now.
-            if peer.sub_answered().is_err() {
-                self.close_peer(&peer, 4008, "slow consumer", true);
+            if let Err(why) = peer.sub_answered() {
+                self.close_slow(&peer, why);
             } else {
                 self.mark_dirty(&peer);
             }
@@ -1050,19 +1071,19 @@ impl Shard {
                 resync: false,
             },
         );
-        let mut ok = true;
-        {
+        let now = Instant::now();
+        let queued = {
             let mut out = peer.out.borrow_mut();
-            ok &= out.push(ack).is_ok();
-            for ev in &resp.replay {
-                ok &= out.push(ev.frame(peer.format)).is_ok();
-            }
-        }
+            out.push_reply(ack).and_then(|()| {
+                resp.replay
+                    .iter()
+                    .try_for_each(|ev| out.push(ev.frame(peer.format), now))
+            })
+        };
         sub.last_seq.set(sub.last_seq.get().max(resp.seq));
         sub.pending.set(false);
-        ok &= peer.sub_answered().is_ok();
-        if !ok {
-            self.close_peer(&peer, 4008, "slow consumer", true);
+        if let Err(why) = queued.and_then(|()| peer.sub_answered()) {
+            self.close_slow(&peer, why);
             return;
         }
         self.mark_dirty(&peer);
@@ -1155,6 +1176,35 @@ impl Shard {
     }
 
     // ---- closing, heartbeat, shutdown ----------------------------------------------------
+
+    /// Closes `peer` as a slow consumer (4008), dropping its backlog, and counts the
+    /// trigger.
+    pub fn close_slow(&mut self, peer: &Rc<Peer>, why: Overflow) {
+        if peer.is_closing() {
+            return;
+        }
+        match why {
+            Overflow::Lagging => self.stats.slow_closes.lag += 1,
+            Overflow::Full => self.stats.slow_closes.memory += 1,
+        }
+        self.close_peer(peer, 4008, "slow consumer", true);
+    }
+
+    /// Closes stream subscribers whose oldest unsent frame has waited past the lag while
+    /// no new event came to refuse (a reader that stalled at the end of a burst). Readers of
+    /// conflated channels only are left alone: their backlog is bounded by conflation.
+    pub fn check_lag(&mut self, now: Instant) {
+        let lagging: Vec<Rc<Peer>> = self
+            .conns
+            .values()
+            .filter(|p| !p.is_closing() && p.out.borrow().is_lagging(now))
+            .filter(|p| p.subs.borrow().has_stream())
+            .cloned()
+            .collect();
+        for p in lagging {
+            self.close_slow(&p, Overflow::Lagging);
+        }
+    }
 
     /// Queues a close frame for `peer` (dropping its backlog when `discard`).
     pub fn close_peer(&mut self, peer: &Rc<Peer>, code: u16, reason: &str, discard: bool) {
@@ -1382,6 +1432,7 @@ mod tests {
             queue: QueueLimits {
                 max_frames: 16,
                 max_bytes: 1 << 16,
+                max_lag: Duration::from_secs(5),
             },
             epoch: Arc::from("e"),
             cluster: None,

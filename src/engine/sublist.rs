@@ -72,6 +72,11 @@ impl SubList {
         self.subs.is_empty()
     }
 
+    /// Whether any subscription is to a stream (non-conflated) channel.
+    pub fn has_stream(&self) -> bool {
+        self.subs.iter().any(|s| s.slot.is_none())
+    }
+
     /// The subscribed channels, in name order.
     pub fn channels(&self) -> impl Iterator<Item = &Arc<str>> {
         self.subs.iter().map(|s| &s.channel)

@@ -290,12 +290,11 @@ fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: u16, reason: &str) 
 
 /// Queues a reply frame; a connection whose queue is full is a slow consumer.
 fn send(ctx: &ShardCtx, peer: &Rc<Peer>, f: Bytes) {
-    let ok = peer.reply(f).is_ok();
+    let queued = peer.reply(f);
     let mut shard = ctx.shard.borrow_mut();
-    if ok {
-        shard.mark_dirty(peer);
-    } else {
-        shard.close_peer(peer, 4008, "slow consumer", true);
+    match queued {
+        Ok(()) => shard.mark_dirty(peer),
+        Err(why) => shard.close_slow(peer, why),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One WebSocket connection's state (server layer): its socket, outbound queue,
 //! subscriptions and decoder. The shard hands frames to it; `flush` writes everything
-//! pending with one `writev` per call (up to [`MAX_IOV`] frames).
+//! pending with up to [`MAX_WRITES_PER_FLUSH`] `writev` calls of up to [`MAX_IOV`] frames
+//! each.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
@@ -22,7 +23,7 @@ use crate::protocol::op::Id;
 use crate::protocol::Format;
 
 /// Most `writev` calls per flush before yielding to other connections (bounded work per
-/// poll, quinn's `WorkLimiter` idea): 16 × 64 frames.
+/// poll, quinn's `WorkLimiter` idea): 16 × [`MAX_IOV`] frames.
 const MAX_WRITES_PER_FLUSH: usize = 16;
 
 /// Where a connection is in its life.
@@ -275,12 +276,12 @@ impl Peer {
     /// Queues a reply to an op, behind any subscribe still in flight.
     pub fn reply(&self, frame: Bytes) -> Result<(), Overflow> {
         if self.inflight_subs.get() == 0 {
-            return self.out.borrow_mut().push(frame);
+            return self.out.borrow_mut().push_reply(frame);
         }
         let max = self.out.borrow().limits().max_frames;
         let mut rare = self.rare_mut();
         if rare.deferred.len() >= max {
-            return Err(Overflow);
+            return Err(Overflow::Full);
         }
         rare.deferred.push(frame);
         Ok(())
@@ -305,7 +306,7 @@ impl Peer {
         };
         let mut out = self.out.borrow_mut();
         for f in held {
-            out.push(f)?;
+            out.push_reply(f)?;
         }
         Ok(())
     }

@@ -534,8 +534,8 @@ async fn driver(ctx: Rc<ShardCtx>) {
     }
 }
 
-/// Closes connections whose token expired, that did not authenticate in time, or that sat
-/// idle with no subscription.
+/// Closes connections whose token expired, that did not authenticate in time, that sat
+/// idle with no subscription, or whose stream backlog waited past the slow-consumer lag.
 fn sweep_peers(ctx: &ShardCtx, now: Instant) {
     let unix = crate::auth::unix_now();
     let idle = ctx.shared.config.access.idle_timeout;
@@ -557,10 +557,12 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
             }
         }
     }
+    let mut shard = ctx.shard.borrow_mut();
+    shard.check_lag(now);
     if closes.is_empty() {
+        shard.commit();
         return;
     }
-    let mut shard = ctx.shard.borrow_mut();
     for (p, code, reason) in closes {
         tracing::info!(conn = %p.conn_id(), code, reason, "closing connection");
         shard.close_peer(&p, code, reason, false);

@@ -310,7 +310,7 @@ pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
         published: m.stats.published,
         delivered: m.stats.delivered,
         conflated: m.stats.conflated,
-        slow_consumer_closes: m.stats.slow_closes,
+        slow_consumer_closes: m.stats.slow_closes.total(),
         shards,
         top_channels,
         cluster: cluster_info(ctx),

@@ -213,6 +213,7 @@ async fn metrics_move_with_real_traffic() {
         c.queue = quotecast::engine::outbound::QueueLimits {
             max_frames: 64,
             max_bytes: 64 * 1024,
+            max_lag: Duration::from_secs(60),
         };
     });
     let before = scrape(srv.addr).await;
@@ -288,6 +289,15 @@ async fn metrics_move_with_real_traffic() {
     })
     .await;
     assert_eq!(value(&s, "quotecast_slow_consumer_closes_total", &[]), 1.0);
+    assert_eq!(
+        value(
+            &s,
+            "quotecast_slow_consumer_closes_total",
+            &[("trigger", "memory")]
+        ),
+        1.0,
+        "the 64-frame cap, not the 60 s lag, closed it"
+    );
     assert_eq!(
         value(
             &s,

@@ -70,13 +70,19 @@ async fn a_slow_reader_gets_the_latest_quote_with_conflation_notices() {
 
 #[tokio::test]
 async fn a_slow_consumer_on_a_stream_is_closed_and_others_are_unaffected() {
+    // The lag rule alone decides: caps far above the 12 MB published, a 2 s lag. The fast
+    // reader keeps up (its backlog waits milliseconds even on a loaded machine); the reader
+    // that never reads is closed once its oldest event has waited 2 s, either by a later
+    // publish or, once publishing ended, by the shard's once-a-second sweep.
+    let lag = Duration::from_secs(2);
     let srv = TestServer::start(|c| {
         c.queue = quotecast::engine::outbound::QueueLimits {
-            max_frames: 256,
-            max_bytes: 256 * 1024,
+            max_frames: 1 << 20,
+            max_bytes: 256 << 20,
+            max_lag: lag,
         };
     });
-    let mut slow = Client::connect(&srv).await;
+    let mut slow = Client::connect_small_rcvbuf(&srv).await;
     slow.subscribe(&["trades.S"]).await;
     let mut fast = Client::connect(&srv).await;
     fast.subscribe(&["trades.S"]).await;
@@ -88,6 +94,25 @@ async fn a_slow_consumer_on_a_stream_is_closed_and_others_are_unaffected() {
         }
         fast
     });
+    // The slow reader drains its socket only once the server has counted its close (a
+    // positive barrier, polled from the start): the close frame waits behind what the
+    // kernel holds, and the server gives a closing connection 2 s to take it.
+    let addr = srv.addr;
+    let t0 = std::time::Instant::now();
+    let watcher = tokio::spawn(async move {
+        let lag_line = "quotecast_slow_consumer_closes_total{trigger=\"lag\"} 1";
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, m) = http(addr, "GET", "/metrics", "").await;
+            if m.contains(lag_line) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never closed: {m}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let counted = std::time::Instant::now();
+        (slow.until_close().await, counted)
+    });
     for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
         let evs: Vec<Value> = chunk
             .iter()
@@ -95,13 +120,16 @@ async fn a_slow_consumer_on_a_stream_is_closed_and_others_are_unaffected() {
             .collect();
         publish_http(srv.addr, &evs).await;
     }
-    let mut fast = tokio::time::timeout(Duration::from_secs(30), reader)
+    let mut fast = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .unwrap()
         .unwrap();
-    let (seen, closed) = slow.until_close().await;
+    let ((seen, closed), counted) = watcher.await.unwrap();
+    let elapsed = counted - t0;
     assert_eq!(closed.code, 4008, "{closed:?}");
     assert_eq!(closed.reason, "slow consumer");
+    // Not before the lag: the first event it missed was published after t0.
+    assert!(elapsed >= lag, "closed after {elapsed:?}");
     // What it did receive before the close is a gap-free prefix.
     let seqs: Vec<u64> = seen
         .iter()
@@ -112,6 +140,30 @@ async fn a_slow_consumer_on_a_stream_is_closed_and_others_are_unaffected() {
     assert!(seqs.len() < N);
     fast.send(json!({"op":"ping","id":2})).await;
     fast.expect_type("pong").await;
+}
+
+#[tokio::test]
+async fn a_reader_that_pauses_during_a_burst_is_not_a_slow_consumer() {
+    // 4 MB arrives while the reader sleeps 300 ms: with the old size rule (256 KiB) it was
+    // closed; by time it is a reader briefly behind, far inside the default 5 s lag.
+    let srv = TestServer::default();
+    let mut c = Client::connect_small_rcvbuf(&srv).await;
+    c.subscribe(&["trades.B"]).await;
+    const N: usize = 2_000;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let evs: Vec<Value> = chunk
+            .iter()
+            .map(|&i| ev("trades.B", "trade", padded(i)))
+            .collect();
+        publish_http(srv.addr, &evs).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for want in 1..=N as u64 {
+        let e = c.expect_type("event").await;
+        assert_eq!(e["seq"], want);
+    }
+    c.send(json!({"op":"ping","id":1})).await;
+    c.expect_type("pong").await;
 }
 
 #[tokio::test]
