@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::engine::shard::ShardStats;
+use crate::protocol::CloseCode;
 
 /// Upper bounds (ns) of the ingest → socket-write latency histogram buckets: 10 µs to 5 s,
 /// roughly 1-2.5-5 per decade. Loopback fan-out sits in the tens of microseconds (see
@@ -81,32 +82,6 @@ pub struct ServerFigures {
     pub shutting_down: bool,
     /// Process figures, where `/proc` is readable.
     pub process: Option<ProcessFigures>,
-}
-
-/// The close codes quotecast counts under their own label, with a name for each. Codes a
-/// client sends that are not listed are counted as code 0, `other`, so a client cannot
-/// grow the label set.
-pub fn close_reason_label(code: u16) -> Option<&'static str> {
-    Some(match code {
-        1000 => "normal",
-        1001 => "going_away",
-        1002 => "protocol_error",
-        1005 => "no_status",
-        1006 => "abnormal",
-        1007 => "invalid_utf8",
-        1009 => "too_large",
-        1011 => "internal_error",
-        1012 => "server_restart",
-        4000 => "heartbeat_timeout",
-        4001 => "auth_failed",
-        4002 => "token_expired",
-        4003 => "auth_timeout",
-        4008 => "slow_consumer",
-        4010 => "too_many_connections",
-        4011 => "idle_timeout",
-        4029 => "rate_limited",
-        _ => return None,
-    })
 }
 
 /// Sums shard snapshots (missing shards, which did not answer, are skipped).
@@ -245,7 +220,7 @@ pub fn render(server: &ServerFigures, snaps: &[Option<ShardSnapshot>]) -> String
         "WebSocket connections closed, by close code (code 0: a client code outside the protocol's).",
     );
     for (code, n) in &s.disconnects {
-        let reason = close_reason_label(*code).unwrap_or("other");
+        let reason = CloseCode::from_code(*code).label();
         let code = code.to_string();
         e.sample(
             "quotecast_disconnects_total",
@@ -691,8 +666,8 @@ mod tests {
             ..ShardSnapshot::default()
         };
         s.stats.connects = 5;
-        s.stats.count_disconnect(4008);
-        s.stats.count_disconnect(3999);
+        s.stats.count_disconnect(CloseCode::SlowConsumer);
+        s.stats.count_disconnect(CloseCode::Other(3999));
         s.stats.messages_out.stream = 7;
         for (i, b) in s.latency_buckets.iter_mut().enumerate() {
             *b = 10 + i as u64;

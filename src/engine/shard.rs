@@ -32,7 +32,7 @@ use crate::metrics::{ShardSnapshot, LATENCY_BUCKETS_NS};
 use crate::protocol::encode::{self, reply, Published, Subscribed};
 use crate::protocol::frame::close_frame;
 use crate::protocol::op::{Id, PubEvent, Since};
-use crate::protocol::Format;
+use crate::protocol::{CloseCode, Format};
 use crate::server::peer::Peer;
 
 /// Remote work items beyond which a shard refuses new publishes (`overloaded`) until its
@@ -408,11 +408,10 @@ impl ShardStats {
     }
 
     /// Counts a closed connection under its close code (see `disconnects`).
-    pub fn count_disconnect(&mut self, code: u16) {
-        let code = if crate::metrics::close_reason_label(code).is_some() {
-            code
-        } else {
-            0
+    pub fn count_disconnect(&mut self, code: CloseCode) {
+        let code = match code {
+            CloseCode::Other(_) => 0,
+            named => named.code(),
         };
         *self.disconnects.entry(code).or_insert(0) += 1;
     }
@@ -551,7 +550,7 @@ impl Shard {
             } => self.on_resync(&channel, &epoch, seq, kind),
             Remote::Refuse { conn, reason } => {
                 if let Some(peer) = self.conns.get(&conn).cloned() {
-                    self.close_peer(&peer, 4010, &reason, false);
+                    self.close_peer(&peer, CloseCode::TooManyConnections, &reason, false);
                 }
             }
         }
@@ -1187,7 +1186,7 @@ impl Shard {
             Overflow::Lagging => self.stats.slow_closes.lag += 1,
             Overflow::Full => self.stats.slow_closes.memory += 1,
         }
-        self.close_peer(peer, 4008, "slow consumer", true);
+        self.close_peer(peer, CloseCode::SlowConsumer, "slow consumer", true);
     }
 
     /// Closes stream subscribers whose oldest unsent frame has waited past the lag while
@@ -1207,8 +1206,8 @@ impl Shard {
     }
 
     /// Queues a close frame for `peer` (dropping its backlog when `discard`).
-    pub fn close_peer(&mut self, peer: &Rc<Peer>, code: u16, reason: &str, discard: bool) {
-        peer.begin_close(close_frame(code, reason), discard, code, reason);
+    pub fn close_peer(&mut self, peer: &Rc<Peer>, code: CloseCode, reason: &str, discard: bool) {
+        peer.begin_close(close_frame(code.code(), reason), discard, code, reason);
         self.mark_dirty(peer);
     }
 
@@ -1220,7 +1219,7 @@ impl Shard {
                 continue;
             }
             if now.saturating_duration_since(p.last_rx.get()) > interval * 2 {
-                self.close_peer(&p, 4000, "heartbeat timeout", true);
+                self.close_peer(&p, CloseCode::HeartbeatTimeout, "heartbeat timeout", true);
             } else {
                 p.out.borrow_mut().push_control(ping.clone());
                 self.mark_dirty(&p);
@@ -1249,7 +1248,7 @@ impl Shard {
                 mp.clone()
             };
             p.out.borrow_mut().push_control(n);
-            self.close_peer(&p, 1012, "server restart", false);
+            self.close_peer(&p, CloseCode::ServerRestart, "server restart", false);
         }
     }
 

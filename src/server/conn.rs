@@ -23,6 +23,7 @@ use crate::protocol::encode::{self, reply, Authenticated, Pong, Unsubscribed, We
 use crate::protocol::frame::{close_frame, frame, Message, OpCode};
 use crate::protocol::names::check_channel;
 use crate::protocol::op::{parse_json, parse_msgpack, Id, Op};
+use crate::protocol::CloseCode;
 
 /// How long a closing connection may take to flush its close frame and say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -41,7 +42,7 @@ pub fn open(
     ctx: &Rc<ShardCtx>,
     peer: &Rc<Peer>,
     leftover: Bytes,
-    reject: Option<(u16, String)>,
+    reject: Option<(CloseCode, String)>,
 ) -> Option<std::net::SocketAddr> {
     ctx.shard.borrow_mut().add_peer(peer.clone());
     if let Some((code, reason)) = reject {
@@ -164,14 +165,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, peer: Rc<Peer>, remote: Option<std::net::S
             }
         }
     }
-    let (code, reason) = peer.close_reason().unwrap_or((1006, "gone".into()));
+    let (code, reason) = peer
+        .close_reason()
+        .unwrap_or((CloseCode::Abnormal, "gone".into()));
     // The user may have authenticated after the open line.
     let user = peer.identity.borrow().user.clone();
     tracing::info!(
         conn = %peer.conn_id(),
         user = user.as_deref().unwrap_or("-"),
         remote = %DisplayOpt(remote),
-        code,
+        code = code.code(),
         reason = %reason,
         "connection closed"
     );
@@ -280,7 +283,8 @@ fn process_input(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, data: &mut [u8]) {
 }
 
 fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: u16, reason: &str) {
-    let text = if code == 1002 {
+    let code = CloseCode::from_code(code);
+    let text = if code == CloseCode::ProtocolError {
         format!("protocol error: {reason}")
     } else {
         reason.to_string()
@@ -334,7 +338,12 @@ fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool
         Message::Close(code) => {
             let mut shard = ctx.shard.borrow_mut();
             let echo = if code == 1005 { 1000 } else { code };
-            peer.begin_close(close_frame(echo, "bye"), false, code, "client closed");
+            peer.begin_close(
+                close_frame(echo, "bye"),
+                false,
+                CloseCode::from_code(code),
+                "client closed",
+            );
             shard.mark_dirty(peer);
             return false;
         }
@@ -381,9 +390,12 @@ fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
     let access = &ctx.shared.config.access;
     if v > access.max_rate_violations {
         tracing::info!(conn = %peer.conn_id(), "closing: rate limit exceeded repeatedly");
-        ctx.shard
-            .borrow_mut()
-            .close_peer(peer, 4029, "rate limit exceeded", false);
+        ctx.shard.borrow_mut().close_peer(
+            peer,
+            CloseCode::RateLimited,
+            "rate limit exceeded",
+            false,
+        );
     } else {
         let msg = format!(
             "at most {} ops per second (burst {}); op dropped",
@@ -591,9 +603,12 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
                 // The current token still holds; the client may retry before it expires.
                 send_error(ctx, peer, id, "auth_failed", None, &e.to_string());
             } else {
-                ctx.shard
-                    .borrow_mut()
-                    .close_peer(peer, 4001, &e.to_string(), false);
+                ctx.shard.borrow_mut().close_peer(
+                    peer,
+                    CloseCode::AuthFailed,
+                    &e.to_string(),
+                    false,
+                );
             }
             return;
         }
@@ -620,9 +635,12 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
             None => {
                 let max = ctx.shared.config.access.max_connections_per_user;
                 let reason = format!("too many connections for this user (limit {max})");
-                ctx.shard
-                    .borrow_mut()
-                    .close_peer(peer, 4010, &reason, false);
+                ctx.shard.borrow_mut().close_peer(
+                    peer,
+                    CloseCode::TooManyConnections,
+                    &reason,
+                    false,
+                );
                 return;
             }
         },

@@ -22,7 +22,7 @@ use super::http;
 use super::peer::Peer;
 use super::runtime::{ConnectionGuard, ShardCtx};
 use crate::auth::{Role, TokenBucket};
-use crate::protocol::Format;
+use crate::protocol::{CloseCode, Format};
 
 /// How long a client may take to send its request head (slow-loris bound).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,7 +253,7 @@ pub fn start(
         cfg.max_message_bytes,
     ));
     let now = std::time::Instant::now();
-    let mut reject: Option<(u16, String)> = None;
+    let mut reject: Option<(CloseCode, String)> = None;
     match token {
         Some(t) => match ctx.shared.verifier.verify(&t) {
             Ok(identity) => {
@@ -267,7 +267,7 @@ pub fn start(
                         None => {
                             let max = access.max_connections_per_user;
                             reject = Some((
-                                4010,
+                                CloseCode::TooManyConnections,
                                 format!("too many connections for this user (limit {max})"),
                             ));
                         }
@@ -279,7 +279,7 @@ pub fn start(
             Err(e) => {
                 ctx.shard.borrow_mut().stats.auth_failures.connect += 1;
                 tracing::info!(reason = %e, "token refused at connect");
-                reject = Some((4001, e.to_string()));
+                reject = Some((CloseCode::AuthFailed, e.to_string()));
             }
         },
         None => {
@@ -292,7 +292,7 @@ pub fn start(
                 peer.set_auth_deadline(Some(now + access.auth_timeout));
             } else {
                 reject = Some((
-                    4001,
+                    CloseCode::AuthFailed,
                     "authentication required, and this server accepts no tokens".into(),
                 ));
             }

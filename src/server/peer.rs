@@ -20,7 +20,7 @@ use crate::engine::signal::LocalSignal;
 use crate::engine::sublist::SubList;
 use crate::protocol::frame::Decoder;
 use crate::protocol::op::Id;
-use crate::protocol::Format;
+use crate::protocol::{CloseCode, Format};
 
 /// Most `writev` calls per flush before yielding to other connections (bounded work per
 /// poll, quinn's `WorkLimiter` idea): 16 × [`MAX_IOV`] frames.
@@ -49,7 +49,7 @@ pub struct PendingAck {
 /// Per-connection state that most connections never need.
 #[derive(Debug, Default)]
 struct Rare {
-    close_reason: Option<(u16, String)>,
+    close_reason: Option<(CloseCode, String)>,
     acks: AHashMap<u32, PendingAck>,
     next_token: u32,
     /// Replies issued while subscribes were in flight, held so that replies keep the order
@@ -157,7 +157,7 @@ impl Peer {
     }
 
     /// Why the connection closed, once it has.
-    pub fn close_reason(&self) -> Option<(u16, String)> {
+    pub fn close_reason(&self) -> Option<(CloseCode, String)> {
         self.rare
             .borrow()
             .as_ref()
@@ -165,7 +165,7 @@ impl Peer {
     }
 
     /// Queues `close` and stops accepting frames.
-    pub fn begin_close(&self, close: Bytes, discard: bool, code: u16, reason: &str) {
+    pub fn begin_close(&self, close: Bytes, discard: bool, code: CloseCode, reason: &str) {
         if self.state.get() != PeerState::Open {
             return;
         }
@@ -179,7 +179,7 @@ impl Peer {
     pub fn set_dead(&self, why: &str) {
         if self.state.get() != PeerState::Dead {
             if self.close_reason().is_none() {
-                self.rare_mut().close_reason = Some((1006, why.to_string()));
+                self.rare_mut().close_reason = Some((CloseCode::Abnormal, why.to_string()));
             }
             self.state.set(PeerState::Dead);
             self.signal.notify();

@@ -24,6 +24,7 @@ use crate::demo::DemoConfig;
 use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
 use crate::engine::signal::{LocalSignal, Mesh};
 use crate::protocol::frame::{frame, OpCode};
+use crate::protocol::CloseCode;
 
 /// Inbox messages handled before committing and yielding to connection tasks: bounds the
 /// latency one busy inbox adds to everything else on the shard.
@@ -547,13 +548,13 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
                 continue;
             }
             if p.identity.borrow().exp.is_some_and(|exp| exp <= unix) {
-                closes.push((p.clone(), 4002, "token expired"));
+                closes.push((p.clone(), CloseCode::TokenExpired, "token expired"));
             } else if p.auth_deadline().is_some_and(|d| d <= now) {
-                closes.push((p.clone(), 4003, "authentication timeout"));
+                closes.push((p.clone(), CloseCode::AuthTimeout, "authentication timeout"));
             } else if p.subs.borrow().is_empty()
                 && now.saturating_duration_since(p.last_op.get()) > idle
             {
-                closes.push((p.clone(), 4011, "idle timeout"));
+                closes.push((p.clone(), CloseCode::IdleTimeout, "idle timeout"));
             }
         }
     }
@@ -564,7 +565,7 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
         return;
     }
     for (p, code, reason) in closes {
-        tracing::info!(conn = %p.conn_id(), code, reason, "closing connection");
+        tracing::info!(conn = %p.conn_id(), code = code.code(), reason, "closing connection");
         shard.close_peer(&p, code, reason, false);
     }
     shard.commit();
