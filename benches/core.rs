@@ -20,6 +20,10 @@
 //!   thread-per-core runs it. Elements are events across all shards, so time per element
 //!   halving from 1 to 2 shards is throughput doubling: the engine shares nothing on this
 //!   path.
+//! - `fanout`: one event published to 1,000 subscribers of one shard, with no sockets (the
+//!   engine harness's fake connections take whatever is queued): sequence, encode once,
+//!   ring, one reference and one queue push per subscriber, commit. Elements are
+//!   deliveries, so the median is the engine's cost per delivery without the kernel.
 //! - `fanout_loopback`: one shared ~150-byte frame written to 100 loopback TCP sockets, one
 //!   `write` per frame vs `write_vectored` with 16 frames per call. This is why the server
 //!   owns its outbound path (shared `Bytes`, vectored writes) instead of tungstenite's
@@ -44,6 +48,7 @@ use simd_json::prelude::*;
 
 use quotecast::engine::channel::ChannelRules;
 use quotecast::engine::event::Event;
+use quotecast::engine::harness::{FakeConn, Harness};
 use quotecast::engine::outbound::{Outbound, QueueLimits, MAX_IOV};
 use quotecast::engine::ring::{Recovery, Ring};
 use quotecast::engine::shard::{home_of, EngineConfig, PubReply, Shard};
@@ -92,6 +97,7 @@ fn event(seq: u64, channel: &Arc<str>) -> Arc<Event> {
         EVENT.into(),
         seq,
         TS,
+        std::time::Instant::now(),
         Bytes::from_static(QUOTE),
         false,
     ))
@@ -108,6 +114,7 @@ fn bench_encode(c: &mut Criterion) {
     });
     let channel: Arc<str> = CHANNEL.into();
     let data = Bytes::from_static(QUOTE);
+    let now = std::time::Instant::now();
     for (name, msgpack) in [("event_new_json", false), ("event_new_json_msgpack", true)] {
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -116,6 +123,7 @@ fn bench_encode(c: &mut Criterion) {
                     EVENT.into(),
                     black_box(42),
                     TS,
+                    now,
                     data.clone(),
                     msgpack,
                 )
@@ -596,6 +604,47 @@ fn home_channels(shard: usize, shards: usize) -> Vec<String> {
         .collect()
 }
 
+/// One event to 1,000 sessions on one shard, no sockets: sequence, encode once, ring,
+/// a reference and a queue push per subscriber, and the "write" of every queue (the fake
+/// connections copy nothing: they only advance their queues).
+fn bench_fanout_engine(c: &mut Criterion) {
+    const SUBSCRIBERS: usize = 1_000;
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(SUBSCRIBERS as u64));
+    for (name, channel) in [("stream_1000", "trades.F"), ("conflated_1000", "quotes.F")] {
+        g.bench_function(name, |b| {
+            let mut h = Harness::new(1);
+            let conns: Vec<_> = (0..SUBSCRIBERS).map(|_| h.connect(0)).collect();
+            for c in &conns {
+                h.subscribe(c, channel, None);
+                c.received.borrow_mut().clear();
+            }
+            let data = Bytes::from_static(QUOTE);
+            let shard = &mut h.shards[0];
+            b.iter(|| {
+                shard
+                    .publish(
+                        vec![PubEvent {
+                            channel: channel.to_string(),
+                            event: EVENT.to_string(),
+                            data: data.clone(),
+                        }],
+                        |_| PubReply::None,
+                    )
+                    .expect("one shard, never overloaded");
+                let now = shard.now();
+                shard.commit_with(|p| {
+                    let mut out = p.out.borrow_mut();
+                    out.commit(now);
+                    let (_, bytes) = out.queued();
+                    out.advance(bytes);
+                });
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_shards(c: &mut Criterion) {
     let mut g = c.benchmark_group("shards");
     for n in [1usize, 2] {
@@ -620,7 +669,7 @@ fn bench_shards(c: &mut Criterion) {
                         .map(|id| {
                             let (mesh, cfg, start) = (mesh.clone(), cfg.clone(), &start);
                             s.spawn(move || {
-                                let mut shard = Shard::new(id, cfg, mesh);
+                                let mut shard: Shard<FakeConn> = Shard::new(id, cfg, mesh);
                                 let names = home_channels(id, n);
                                 let data = Bytes::from_static(QUOTE);
                                 start.wait();
@@ -636,7 +685,7 @@ fn bench_shards(c: &mut Criterion) {
                                     shard
                                         .publish(events, |_| PubReply::None)
                                         .expect("no remote work, never overloaded");
-                                    shard.commit();
+                                    shard.commit_with(|_| {});
                                 }
                                 t.elapsed()
                             })
@@ -659,6 +708,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = bench_encode, bench_parse, bench_ring, bench_conflation, bench_dispatch,
-        bench_shards, bench_fanout
+        bench_fanout_engine, bench_shards, bench_fanout
 }
 criterion_main!(benches);

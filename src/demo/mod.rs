@@ -45,6 +45,7 @@ pub(crate) async fn run(ctx: Rc<ShardCtx>, cfg: DemoConfig) {
             })
             .collect();
         let mut shard = ctx.shard.borrow_mut();
+        shard.tick();
         for chunk in events.chunks(crate::protocol::op::MAX_EVENTS_PER_PUBLISH) {
             if shard.publish(chunk.to_vec(), |_| PubReply::None).is_err() {
                 tracing::warn!("demo market: server overloaded, dropping a tick");

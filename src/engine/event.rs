@@ -32,12 +32,14 @@ pub struct Event {
 }
 
 impl Event {
-    /// Builds an event, encoding JSON always and MessagePack when `with_msgpack`.
+    /// Builds an event ingested at `ingest`, encoding JSON always and MessagePack when
+    /// `with_msgpack`.
     pub fn new(
         channel: Arc<str>,
         event: Box<str>,
         seq: u64,
         ts: u64,
+        ingest: Instant,
         data: Bytes,
         with_msgpack: bool,
     ) -> Self {
@@ -59,7 +61,7 @@ impl Event {
             event,
             seq,
             ts,
-            ingest: Instant::now(),
+            ingest,
             data,
             json,
             msgpack,

@@ -3,8 +3,10 @@
 
 pub mod channel;
 pub mod event;
+pub mod harness;
 pub mod outbound;
 pub mod ring;
+pub mod session;
 pub mod shard;
 pub mod signal;
 pub mod sublist;

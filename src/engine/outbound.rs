@@ -126,7 +126,8 @@ pub struct Outbound {
     limits: Packed,
     wire: VecDeque<Frame>,
     /// Bytes of `wire.front()` already written.
-    head_written: usize,
+    /// (A frame is far below 4 GiB: frames are bounded by the message size limit.)
+    head_written: u32,
     /// Bytes in `wire`, counting the head whole.
     wire_bytes: usize,
     slots: Vec<Slot>,
@@ -371,7 +372,7 @@ impl Outbound {
 
     /// Commits ready quotes to the wire while it is below the watermark.
     pub fn commit(&mut self, now: Instant) {
-        while self.wire_bytes - self.head_written < COMMIT_WATERMARK {
+        while self.wire_bytes - (self.head_written as usize) < COMMIT_WATERMARK {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
@@ -407,7 +408,11 @@ impl Outbound {
     pub fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, f) in self.wire.iter().take(out.len()).enumerate() {
-            let b: &[u8] = if i == 0 { &f[self.head_written..] } else { f };
+            let b: &[u8] = if i == 0 {
+                &f[self.head_written as usize..]
+            } else {
+                f
+            };
             out[i] = IoSlice::new(b);
             n += 1;
         }
@@ -420,14 +425,14 @@ impl Outbound {
             let Some(front) = self.wire.front() else {
                 break;
             };
-            let left = front.len() - self.head_written;
+            let left = front.len() - self.head_written as usize;
             if n >= left {
                 n -= left;
                 self.wire_bytes -= front.len();
                 self.head_written = 0;
                 self.wire.pop_front();
             } else {
-                self.head_written += n;
+                self.head_written += n as u32;
                 n = 0;
             }
         }
@@ -463,7 +468,10 @@ impl Outbound {
 
     /// Frames and bytes committed and not yet written.
     pub fn queued(&self) -> (usize, usize) {
-        (self.wire.len(), self.wire_bytes - self.head_written)
+        (
+            self.wire.len(),
+            self.wire_bytes - self.head_written as usize,
+        )
     }
 
     /// Ends the stream with `close`: drops pending quotes and, when `discard`, every frame not

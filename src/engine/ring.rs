@@ -97,6 +97,7 @@ mod tests {
             "e".into(),
             seq,
             0,
+            std::time::Instant::now(),
             Bytes::from_static(b"1"),
             false,
         ))

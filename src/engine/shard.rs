@@ -13,6 +13,7 @@
 //! takes a lock.
 
 use std::cell::Cell;
+use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,17 +24,17 @@ use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
 
 use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
-use super::event::{now_ns, Event};
+use super::event::Event;
 use super::outbound::{Frame, Overflow, QueueLimits};
 use super::ring::{Recovery, Ring};
+use super::session::Session;
 use super::signal::Mesh;
 use crate::cluster::{Cluster, Control, RawEvent};
 use crate::metrics::{ShardSnapshot, LATENCY_BUCKETS_NS};
-use crate::protocol::encode::{self, reply, Published, Subscribed};
+use crate::protocol::encode::{self, reply, Subscribed};
 use crate::protocol::frame::close_frame;
 use crate::protocol::op::{Id, PubEvent, Since};
 use crate::protocol::{CloseCode, Format};
-use crate::server::peer::Peer;
 
 /// Remote work items beyond which a shard refuses new publishes (`overloaded`) until its
 /// peers' inboxes drain: bounds memory when another shard stalls.
@@ -268,9 +269,9 @@ struct Owned {
 /// One subscription of one local connection. Kept to 48 bytes (64 with its `Rc`): an
 /// idle connection is mostly its subscriptions.
 #[derive(Debug)]
-pub struct Sub {
+pub struct Sub<C> {
     /// The subscriber.
-    pub peer: Rc<Peer>,
+    pub peer: Rc<C>,
     /// The channel.
     pub channel: Arc<str>,
     /// Unique per shard (wrapping), so a late reply to an earlier subscription is not
@@ -286,9 +287,9 @@ pub struct Sub {
 
 /// Subscribers of one channel on this shard.
 #[derive(Debug)]
-struct LocalChannel {
+struct LocalChannel<C> {
     kind: ChannelKind,
-    subs: Vec<Rc<Sub>>,
+    subs: Vec<Rc<Sub<C>>>,
 }
 
 /// Counters, read by the status and metrics endpoints (merged across shards when read).
@@ -419,14 +420,14 @@ impl ShardStats {
 
 /// The shard.
 #[derive(Debug)]
-pub struct Shard {
+pub struct Shard<C> {
     id: usize,
     cfg: Arc<EngineConfig>,
     mesh: Arc<Mesh<ShardMsg>>,
     owned: AHashMap<Arc<str>, Owned>,
-    local: AHashMap<Arc<str>, LocalChannel>,
-    conns: AHashMap<u64, Rc<Peer>>,
-    dirty: Vec<Rc<Peer>>,
+    local: AHashMap<Arc<str>, LocalChannel<C>>,
+    conns: AHashMap<u64, Rc<C>>,
+    dirty: Vec<Rc<C>>,
     outgoing: Vec<Vec<Remote>>,
     outgoing_len: usize,
     next_sub: u32,
@@ -437,6 +438,11 @@ pub struct Shard {
     pub latency: Histogram<u64>,
     /// Counters.
     pub stats: ShardStats,
+    /// The current instant, set by the caller ([`Shard::set_now`]): the engine never reads
+    /// a clock.
+    now: Instant,
+    /// The current wall-clock time, ns since the Unix epoch (events' `ts`).
+    unix_ns: u64,
 }
 
 /// FNV-1a: a stable, fast hash so every shard agrees on a channel's home.
@@ -449,7 +455,7 @@ pub fn home_of(channel: &str, shards: usize) -> usize {
     (h % shards as u64) as usize
 }
 
-impl Shard {
+impl<C: Deref<Target = Session<C>>> Shard<C> {
     /// A shard with no channels and no connections.
     pub fn new(id: usize, cfg: Arc<EngineConfig>, mesh: Arc<Mesh<ShardMsg>>) -> Self {
         let n = mesh.len();
@@ -470,7 +476,22 @@ impl Shard {
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
             stats: ShardStats::default(),
+            now: Instant::now(),
+            unix_ns: 0,
         }
+    }
+
+    /// Sets the time for the work that follows: `now` dates queued frames (slow-consumer
+    /// lag, `max_hz`) and events' ingest (latency), `unix_ns` is the `ts` of events
+    /// sequenced here. Time is an input: a test may set any instant.
+    pub fn set_now(&mut self, now: Instant, unix_ns: u64) {
+        self.now = now;
+        self.unix_ns = unix_ns;
+    }
+
+    /// The time last set.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// This shard's index.
@@ -489,12 +510,12 @@ impl Shard {
     }
 
     /// Registers a connection served here.
-    pub fn add_peer(&mut self, peer: Rc<Peer>) {
+    pub fn add_peer(&mut self, peer: Rc<C>) {
         self.conns.insert(peer.id, peer);
     }
 
     /// Connections served here.
-    pub fn peers(&self) -> impl Iterator<Item = &Rc<Peer>> {
+    pub fn peers(&self) -> impl Iterator<Item = &Rc<C>> {
         self.conns.values()
     }
 
@@ -504,7 +525,7 @@ impl Shard {
     }
 
     /// Marks a connection as having output to flush at the next commit.
-    pub fn mark_dirty(&mut self, peer: &Rc<Peer>) {
+    pub fn mark_dirty(&mut self, peer: &Rc<C>) {
         if !peer.dirty.replace(true) {
             self.dirty.push(peer.clone());
         }
@@ -604,7 +625,8 @@ impl Shard {
 
     fn sequence(&mut self, events: Vec<(u16, PubEvent)>, reply: PubReply) {
         let mut seqs = Vec::with_capacity(events.len());
-        let ts = now_ns();
+        let ts = self.unix_ns;
+        let ingest = self.now;
         for (i, pe) in events {
             let channel: Arc<str> = Arc::from(pe.channel);
             let ev = {
@@ -623,6 +645,7 @@ impl Shard {
                     pe.event.into_boxed_str(),
                     st.seq,
                     ts,
+                    ingest,
                     pe.data,
                     st.msgpack > 0,
                 ));
@@ -673,11 +696,11 @@ impl Shard {
         let Some(ch) = self.local.get(&ev.channel) else {
             return;
         };
-        let now = Instant::now();
+        let now = self.now;
         let mut delivered = 0u64;
         let mut bytes = 0u64;
         let mut conflated = 0u64;
-        let mut overflowed: Vec<(Rc<Peer>, Overflow)> = Vec::new();
+        let mut overflowed: Vec<(Rc<C>, Overflow)> = Vec::new();
         // One atomic reference per event per shard; per subscriber a plain `Rc` increment.
         let json: Frame = Rc::new(ev.json.clone());
         let mut msgpack: Option<Frame> = None;
@@ -747,7 +770,7 @@ impl Shard {
     #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &mut self,
-        peer: &Rc<Peer>,
+        peer: &Rc<C>,
         channel: Arc<str>,
         policy: &ChannelPolicy,
         id: Option<Id>,
@@ -907,7 +930,7 @@ impl Shard {
         st.seq = raw.seq;
         self.stats.messages_in.add(st.kind, 1);
         self.stats.bytes_in.add(st.kind, raw.data.len() as u64);
-        let ev = encode_raw(raw, st.msgpack > 0);
+        let ev = encode_raw(raw, self.now, st.msgpack > 0);
         st.ring.push(ev.clone());
         self.stats.published += 1;
         self.forward(&ev);
@@ -938,7 +961,7 @@ impl Shard {
             if raw.seq > msg.seq {
                 break;
             }
-            st.ring.push(encode_raw(raw, with_msgpack));
+            st.ring.push(encode_raw(raw, self.now, with_msgpack));
         }
         let kind = st.kind;
         let interest: Vec<usize> = st
@@ -978,7 +1001,7 @@ impl Shard {
         for sub in &ch.subs {
             sub.last_seq.set(seq);
         }
-        let subs: Vec<Rc<Sub>> = ch
+        let subs: Vec<Rc<Sub<C>>> = ch
             .subs
             .iter()
             .filter(|s| !s.pending.get())
@@ -1070,7 +1093,7 @@ impl Shard {
                 resync: false,
             },
         );
-        let now = Instant::now();
+        let now = self.now;
         let queued = {
             let mut out = peer.out.borrow_mut();
             out.push_reply(ack).and_then(|()| {
@@ -1089,7 +1112,7 @@ impl Shard {
     }
 
     /// Removes `peer`'s subscription to `channel`; false if it had none.
-    pub fn unsubscribe(&mut self, peer: &Rc<Peer>, channel: &str) -> bool {
+    pub fn unsubscribe(&mut self, peer: &Rc<C>, channel: &str) -> bool {
         let Some(sub) = peer.subs.borrow_mut().remove(channel) else {
             return false;
         };
@@ -1097,7 +1120,7 @@ impl Shard {
         true
     }
 
-    fn drop_sub(&mut self, channel: &Arc<str>, sub: &Rc<Sub>) {
+    fn drop_sub(&mut self, channel: &Arc<str>, sub: &Rc<Sub<C>>) {
         if let Some(slot) = sub.slot {
             sub.peer.out.borrow_mut().remove_slot(slot);
         }
@@ -1166,7 +1189,7 @@ impl Shard {
     }
 
     /// Forgets a connection that has ended: its subscriptions, its registration.
-    pub fn remove_peer(&mut self, peer: &Rc<Peer>) {
+    pub fn remove_peer(&mut self, peer: &Rc<C>) {
         let subs = peer.subs.borrow_mut().drain();
         for sub in subs {
             self.drop_sub(&sub.channel, &sub);
@@ -1178,7 +1201,7 @@ impl Shard {
 
     /// Closes `peer` as a slow consumer (4008), dropping its backlog, and counts the
     /// trigger.
-    pub fn close_slow(&mut self, peer: &Rc<Peer>, why: Overflow) {
+    pub fn close_slow(&mut self, peer: &Rc<C>, why: Overflow) {
         if peer.is_closing() {
             return;
         }
@@ -1193,7 +1216,7 @@ impl Shard {
     /// no new event came to refuse (a reader that stalled at the end of a burst). Readers of
     /// conflated channels only are left alone: their backlog is bounded by conflation.
     pub fn check_lag(&mut self, now: Instant) {
-        let lagging: Vec<Rc<Peer>> = self
+        let lagging: Vec<Rc<C>> = self
             .conns
             .values()
             .filter(|p| !p.is_closing() && p.out.borrow().is_lagging(now))
@@ -1206,7 +1229,7 @@ impl Shard {
     }
 
     /// Queues a close frame for `peer` (dropping its backlog when `discard`).
-    pub fn close_peer(&mut self, peer: &Rc<Peer>, code: CloseCode, reason: &str, discard: bool) {
+    pub fn close_peer(&mut self, peer: &Rc<C>, code: CloseCode, reason: &str, discard: bool) {
         peer.begin_close(close_frame(code.code(), reason), discard, code, reason);
         self.mark_dirty(peer);
     }
@@ -1254,9 +1277,10 @@ impl Shard {
 
     // ---- commit -----------------------------------------------------------------------
 
-    /// Ends a unit of work: hands queued items to other shards and writes every connection
-    /// with new output, one `writev` per connection.
-    pub fn commit(&mut self) {
+    /// Ends a unit of work: hands queued items to other shards, then hands every session
+    /// with new output to `flush` (the server layer writes it to the socket; a test reads
+    /// it at the speed it chooses).
+    pub fn commit_with(&mut self, mut flush: impl FnMut(&Rc<C>)) {
         for to in 0..self.outgoing.len() {
             if self.outgoing[to].is_empty() {
                 continue;
@@ -1269,22 +1293,28 @@ impl Shard {
                 Err(_) => {}
             }
         }
-        let now = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         for peer in &dirty {
             peer.dirty.set(false);
-            peer.flush(now);
+            flush(peer);
         }
         self.dirty = dirty;
         self.dirty.clear();
-        if !self.batch_ingest.is_empty() {
-            let now = Instant::now();
-            for t in self.batch_ingest.drain(..) {
-                let ns = now.saturating_duration_since(t).as_nanos() as u64;
-                let _ = self.latency.record(ns.max(1));
-                self.stats.latency_sum_ns += ns;
-            }
+    }
+
+    /// Records the ingest → write latency of the events fanned out since the last call, as
+    /// of `written` (the instant the writes of `commit_with` finished).
+    pub fn record_latency(&mut self, written: Instant) {
+        for t in self.batch_ingest.drain(..) {
+            let ns = written.saturating_duration_since(t).as_nanos() as u64;
+            let _ = self.latency.record(ns.max(1));
+            self.stats.latency_sum_ns += ns;
         }
+    }
+
+    /// Whether the latency of fanned-out events waits to be recorded.
+    pub fn has_latency(&self) -> bool {
+        !self.batch_ingest.is_empty()
     }
 
     /// Subscriptions to `channel` on this node (this shard being its home).
@@ -1311,7 +1341,7 @@ fn frame_len(format: Format, json: &Frame, msgpack: &Option<Frame>) -> u64 {
     }
 }
 
-impl Shard {
+impl<C: Deref<Target = Session<C>>> Shard<C> {
     /// This shard's statistics, for `ShardMsg::Stats`: counters, gauges, the latency
     /// histogram folded into [`LATENCY_BUCKETS_NS`], and the `top` home channels with the
     /// most subscribers. Runs on the shard's thread, off the publish path (O(channels)).
@@ -1359,12 +1389,13 @@ impl Shard {
 }
 
 /// Cluster mode: an event sequenced in Redis, encoded once on its home shard.
-fn encode_raw(raw: RawEvent, with_msgpack: bool) -> Arc<Event> {
+fn encode_raw(raw: RawEvent, ingest: Instant, with_msgpack: bool) -> Arc<Event> {
     Arc::new(Event::new(
         raw.channel,
         raw.event,
         raw.seq,
         raw.ts,
+        ingest,
         raw.data,
         with_msgpack,
     ))
@@ -1399,27 +1430,6 @@ fn new_owned(
     }
 }
 
-/// Encodes the `published` ack for a finished publish.
-pub fn published_frame(fmt: Format, id: &Id, single: Option<&str>, seqs: &[u64]) -> Bytes {
-    let msg = match single {
-        Some(ch) => Published {
-            kind: "published",
-            id,
-            channel: Some(ch),
-            seq: seqs.first().copied(),
-            seqs: None,
-        },
-        None => Published {
-            kind: "published",
-            id,
-            channel: None,
-            seq: None,
-            seqs: Some(seqs),
-        },
-    };
-    reply(fmt, &msg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1436,7 +1446,8 @@ mod tests {
             epoch: Arc::from("e"),
             cluster: None,
         });
-        let mut shard = Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)));
+        let mut shard: Shard<crate::engine::harness::FakeConn> =
+            Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)));
         for ns in [5_000, 30_000, 30_000, 2_000_000_000, 30_000_000_000] {
             shard.latency.record(ns).unwrap();
         }

@@ -13,18 +13,24 @@ use std::sync::Arc;
 use super::shard::Sub;
 
 /// Subscriptions of one connection, sorted by channel.
-#[derive(Debug, Default)]
-pub struct SubList {
-    subs: Vec<Rc<Sub>>,
+#[derive(Debug)]
+pub struct SubList<C> {
+    subs: Vec<Rc<Sub<C>>>,
 }
 
-impl SubList {
+impl<C> Default for SubList<C> {
+    fn default() -> Self {
+        SubList { subs: Vec::new() }
+    }
+}
+
+impl<C> SubList<C> {
     fn find(&self, channel: &str) -> Result<usize, usize> {
         self.subs.binary_search_by(|s| (*s.channel).cmp(channel))
     }
 
     /// The subscription to `channel`.
-    pub fn get(&self, channel: &str) -> Option<&Rc<Sub>> {
+    pub fn get(&self, channel: &str) -> Option<&Rc<Sub<C>>> {
         self.find(channel).ok().map(|i| &self.subs[i])
     }
 
@@ -34,7 +40,7 @@ impl SubList {
     }
 
     /// Adds `sub` (replacing one to the same channel, which the caller never holds).
-    pub fn insert(&mut self, sub: Rc<Sub>) {
+    pub fn insert(&mut self, sub: Rc<Sub<C>>) {
         match self.find(&sub.channel) {
             Ok(i) => self.subs[i] = sub,
             Err(i) => {
@@ -48,7 +54,7 @@ impl SubList {
     }
 
     /// Removes and returns the subscription to `channel`.
-    pub fn remove(&mut self, channel: &str) -> Option<Rc<Sub>> {
+    pub fn remove(&mut self, channel: &str) -> Option<Rc<Sub<C>>> {
         let i = self.find(channel).ok()?;
         let sub = self.subs.remove(i);
         if self.subs.is_empty() {
@@ -58,7 +64,7 @@ impl SubList {
     }
 
     /// Takes every subscription out.
-    pub fn drain(&mut self) -> Vec<Rc<Sub>> {
+    pub fn drain(&mut self) -> Vec<Rc<Sub<C>>> {
         std::mem::take(&mut self.subs)
     }
 
@@ -91,9 +97,9 @@ mod tests {
     fn a_subscription_stays_within_48_bytes() {
         // With its `Rc` counts that is 64 bytes: one allocator size class, not two.
         assert!(
-            std::mem::size_of::<Sub>() <= 48,
+            std::mem::size_of::<Sub<()>>() <= 48,
             "{}",
-            std::mem::size_of::<Sub>()
+            std::mem::size_of::<Sub<()>>()
         );
     }
 }

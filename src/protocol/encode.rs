@@ -295,6 +295,27 @@ pub fn error(
     )
 }
 
+/// Encodes the `published` ack for a finished publish.
+pub fn published_frame(fmt: Format, id: &Id, single: Option<&str>, seqs: &[u64]) -> Bytes {
+    let msg = match single {
+        Some(ch) => Published {
+            kind: "published",
+            id,
+            channel: Some(ch),
+            seq: seqs.first().copied(),
+            seqs: None,
+        },
+        None => Published {
+            kind: "published",
+            id,
+            channel: None,
+            seq: None,
+            seqs: Some(seqs),
+        },
+    };
+    reply(fmt, &msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,11 @@ use std::pin::Pin;
 
 use tokio::time::{sleep_until, Sleep};
 
-use super::peer::{Peer, PeerState};
+use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::auth::{can_subscribe, Denied, Role};
 use crate::engine::channel::ChannelKind;
+use crate::engine::session::SessionState as PeerState;
 use crate::engine::shard::PubReply;
 use crate::protocol::encode::{self, reply, Authenticated, Pong, Unsubscribed, Welcome};
 use crate::protocol::frame::{close_frame, frame, Message, OpCode};
@@ -223,6 +224,7 @@ async fn linger(peer: &Peer, deadline: Instant) {
 }
 
 fn on_readable(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>) {
+    ctx.shard.borrow_mut().tick();
     SCRATCH.with(|s| {
         let mut scratch = s.borrow_mut();
         for _ in 0..MAX_READS_PER_WAKE {

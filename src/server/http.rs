@@ -350,6 +350,7 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     let mut waits: Vec<oneshot::Receiver<PublishResult>> = Vec::new();
     let result = {
         let mut shard = ctx.shard.borrow_mut();
+        shard.tick();
         let r = shard.publish(events, |idx| {
             let (tx, rx) = oneshot::channel();
             waits.push(rx);

@@ -17,10 +17,12 @@ use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 
 use super::handshake;
+use super::peer::Peer;
 use crate::auth::{TokenBucket, Verifier};
 use crate::cluster::{Cluster, Control};
 use crate::config::Config;
 use crate::demo::DemoConfig;
+use crate::engine::event::now_ns;
 use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
 use crate::engine::signal::{LocalSignal, Mesh};
 use crate::protocol::frame::{frame, OpCode};
@@ -109,11 +111,49 @@ impl Drop for UserSlot {
     }
 }
 
+/// The engine's shard serving this thread's connections, with the I/O it leaves to the
+/// server: the clock ([`ServerShard::tick`]) and the socket writes ([`ServerShard::commit`]).
+#[derive(Debug)]
+pub struct ServerShard(Shard<Peer>);
+
+impl std::ops::Deref for ServerShard {
+    type Target = Shard<Peer>;
+
+    fn deref(&self) -> &Shard<Peer> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerShard {
+    fn deref_mut(&mut self) -> &mut Shard<Peer> {
+        &mut self.0
+    }
+}
+
+impl ServerShard {
+    /// Sets the engine's clock to now, before a unit of work.
+    pub fn tick(&mut self) -> &mut Self {
+        self.0.set_now(Instant::now(), now_ns());
+        self
+    }
+
+    /// Ends a unit of work: hands queued items to other shards and writes every connection
+    /// with new output (one `writev` per connection, more if it has more), then records the
+    /// delivery latency of the events written.
+    pub fn commit(&mut self) {
+        let now = Instant::now();
+        self.0.commit_with(|peer| peer.flush(now));
+        if self.0.has_latency() {
+            self.0.record_latency(Instant::now());
+        }
+    }
+}
+
 /// One shard's thread-local context.
 #[derive(Debug)]
 pub struct ShardCtx {
     /// The shard.
-    pub shard: RefCell<Shard>,
+    pub shard: RefCell<ServerShard>,
     /// Shared state.
     pub shared: Arc<Shared>,
     next_conn: Cell<u64>,
@@ -328,7 +368,7 @@ fn shard_main(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let shard = Shard::new(id, shared.engine.clone(), shared.mesh.clone());
+        let shard = ServerShard(Shard::new(id, shared.engine.clone(), shared.mesh.clone()));
         let ctx = Rc::new(ShardCtx {
             shard: RefCell::new(shard),
             shared: shared.clone(),
@@ -486,6 +526,7 @@ async fn driver(ctx: Rc<ShardCtx>) {
                     match msg {
                         ShardMsg::Batch(items) => {
                             let mut shard = ctx.shard.borrow_mut();
+                            shard.tick();
                             for item in items {
                                 shard.handle(item);
                             }
@@ -524,6 +565,7 @@ async fn driver(ctx: Rc<ShardCtx>) {
             }
             _ = heartbeat.tick() => {
                 let mut shard = ctx.shard.borrow_mut();
+                shard.tick();
                 shard.heartbeat(Instant::now(), hb, &ping);
                 shard.commit();
             }
@@ -559,6 +601,7 @@ fn sweep_peers(ctx: &ShardCtx, now: Instant) {
         }
     }
     let mut shard = ctx.shard.borrow_mut();
+    shard.tick();
     shard.check_lag(now);
     if closes.is_empty() {
         shard.commit();
