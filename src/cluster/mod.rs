@@ -25,9 +25,13 @@
 //!   after the events were published therefore recovers `since` from Redis history.
 //! - **Gaps and faults.** A sequence gap (lost pub/sub messages, a full shard inbox) or a
 //!   Redis reconnect makes the bridge re-read the channel: the missing events are filled in
-//!   from history when it still holds them; otherwise (history trimmed, or Redis lost its
-//!   data and the channel got a new epoch) the channel is reset and its subscribers get a
-//!   `subscribed` frame with `recovered: false` and `resync: true`. Never silently.
+//!   from history when it still holds them; otherwise (history trimmed, Redis lost its data
+//!   and the channel got a new epoch, or Redis came back from an older snapshot with the
+//!   same epoch and a lower sequence number) the channel is reset and its subscribers get a
+//!   `subscribed` frame with `recovered: false` and `resync: true`. Never silently. (After
+//!   such a rewind Redis gives the lost sequence numbers to new events, in the same epoch;
+//!   a node that had passed on the lost ones resyncs, but a client resuming with `since`
+//!   from one of them cannot tell the events apart.)
 //!   While a read is in flight, live messages are not passed on (the read covers them); if
 //!   one went by beyond what the read returned, the channel is read again.
 //!   While Redis is unreachable, connections stay up, publishes are refused with

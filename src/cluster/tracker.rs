@@ -54,6 +54,10 @@ pub(super) enum Lost {
     NewEpoch,
     /// The events after the last passed on are no longer in the history stream.
     Trimmed,
+    /// Same epoch, but Redis is behind what was passed on (restarted from an older
+    /// snapshot): the events beyond its position are gone, and their sequence numbers will
+    /// be given to new events.
+    Rewound,
 }
 
 /// What to do with the result of a read.
@@ -213,7 +217,9 @@ impl Tracker {
             ReadAction::Answer(snap)
         } else if epoch != self.epoch {
             ReadAction::Reset(snap, Lost::NewEpoch)
-        } else if seq <= self.last {
+        } else if seq < self.last {
+            ReadAction::Reset(snap, Lost::Rewound)
+        } else if seq == self.last {
             ReadAction::UpToDate
         } else if snap.events.first().is_some_and(|e| e.seq == self.last + 1) {
             let last = self.last;
@@ -223,10 +229,8 @@ impl Tracker {
         } else {
             ReadAction::Reset(snap, Lost::Trimmed)
         };
-        // Not passed on: a read that is behind what was passed on leaves `last` where it was.
-        let behind = matches!(action, ReadAction::UpToDate);
         self.epoch = epoch;
-        self.last = if behind { self.last.max(seq) } else { seq };
+        self.last = seq;
         let again = match self.seen.take() {
             Some((e, s)) => e != self.epoch || s > self.last,
             None => false,
@@ -456,6 +460,27 @@ mod tests {
                 snap("e2", 9, &[8, 9]),
                 "reset NewEpoch e2@9 [8,9]",
             ),
+            (
+                "same epoch, seq went down (Redis restarted from an older snapshot)",
+                Stream,
+                ("e1", 5),
+                snap("e1", 3, &[]),
+                "reset Rewound e1@3 []",
+            ),
+            (
+                "same epoch, seq went down, conflated",
+                Conflated,
+                ("e1", 5),
+                snap("e1", 3, &[]),
+                "reset Rewound e1@3 []",
+            ),
+            (
+                "same epoch, seq down to 0",
+                Stream,
+                ("e1", 5),
+                snap("e1", 0, &[]),
+                "reset Rewound e1@0 []",
+            ),
         ];
         for (case, kind, (epoch, last), s, want) in table {
             let mut t = at(*kind, epoch, *last);
@@ -498,6 +523,26 @@ mod tests {
         t.begin_read(1);
         let r = t.on_read(1, snap("e1", 3, &[1, 2, 3])).unwrap();
         assert_eq!(brief(&r.action), "reset NewEpoch e1@3 [1,2,3]");
+    }
+
+    #[test]
+    fn same_epoch_lower_seq_resets_then_delivers_reused_seqs() {
+        // Regression: Redis restarted from an older snapshot kept the epoch but went back
+        // from 10 to 6. The read used to be ignored and 7..=10 of the new history dropped
+        // as duplicates, silently.
+        let e1: Arc<str> = Arc::from("e1");
+        let mut t = at(Stream, "e1", 10);
+        t.abandon_read(); // The link broke (Redis went down).
+        assert_eq!(t.on_live(&e1, 7, true), Live::Held);
+        t.begin_read(2);
+        let r = t.on_read(2, snap("e1", 6, &[])).unwrap();
+        assert_eq!(brief(&r.action), "reset Rewound e1@6 []");
+        assert!(
+            !r.again,
+            "7 arrived before the read was begun: the read covers it"
+        );
+        assert_eq!(t.on_live(&e1, 7, true), Live::Deliver);
+        assert_eq!(t.on_live(&e1, 8, true), Live::Deliver);
     }
 
     #[test]
