@@ -1,6 +1,8 @@
 //! The Redis bridge: one thread per node, between the shards and Redis (see the module
 //! docs of [`crate::cluster`]). It owns the Redis connections and the node's view of every
-//! channel it watches (epoch, last sequence number passed on). Shards talk to it through two
+//! channel it watches, a `Tracker` each, which decides what becomes of every pub/sub
+//! message and every read; the bridge does the I/O: Redis calls, reconnects with backoff,
+//! and sending the tracker's answers to the home shards. Shards talk to it through two
 //! queues: a bounded one for publishes (full → `overloaded`) and one for control messages
 //! (join, leave, presence), which the bridge drains without ever waiting on Redis. It talks
 //! to shards through their inboxes, in one FIFO per shard, so a channel's join answer, fills
@@ -19,7 +21,8 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{redacted_url, ClusterConfig};
-use super::wire::{self, Keys, RawEvent};
+use super::tracker::{Live, Read, ReadAction, Snapshot, Tracker};
+use super::wire::{self, Keys};
 use crate::engine::channel::{ChannelKind, ChannelRules};
 use crate::engine::shard::{PubReply, Remote, ShardMsg, SyncMsg};
 use crate::engine::signal::Mesh;
@@ -273,8 +276,8 @@ pub(super) struct Link {
     pub(super) shas: Shas,
 }
 
-/// A channel read: `(epoch, seq, history)`, or the error and whether it broke the link.
-type SyncResult = Result<(Arc<str>, u64, Vec<RawEvent>), (String, bool)>;
+/// A channel read, or the error and whether it broke the link.
+type SyncResult = Result<Snapshot, (String, bool)>;
 
 /// What a spawned Redis call reports back to the bridge loop.
 pub(super) enum Done {
@@ -299,33 +302,18 @@ pub(super) enum Done {
     LiveNodes(u64),
 }
 
-/// The bridge's view of one watched channel.
+/// The bridge's view of one watched channel: where it goes, and its [`Tracker`], which
+/// makes every decision about its events.
 #[derive(Debug)]
 struct Chan {
     /// The channel's name (kept here so a pub/sub message costs one map lookup).
     name: Arc<str>,
     join_id: u64,
     home: usize,
-    kind: ChannelKind,
+    /// Events of history to read.
     history: usize,
-    /// Epoch of the events passed on ("" before the first successful read).
-    epoch: Arc<str>,
-    /// Last sequence number passed on.
-    last: u64,
-    /// The home shard has had its join answer.
-    announced: bool,
-    /// A read is in flight; its token (results of older reads are ignored).
-    syncing: Option<u64>,
-    /// Another read is needed (after the current one, or once Redis is back).
-    want_sync: bool,
-    /// The last pub/sub message seen while a read was in flight.
-    seen: Option<(Arc<str>, u64)>,
-}
-
-impl Chan {
-    fn live(&self) -> bool {
-        self.syncing.is_none() && !self.want_sync
-    }
+    /// Epoch and last sequence number passed on, and the state of the reads.
+    tracker: Tracker,
 }
 
 pub(super) struct Bridge {
@@ -445,7 +433,7 @@ impl Bridge {
                     if self
                         .channels
                         .get(&ch)
-                        .is_some_and(|c| c.join_id == id && !c.announced)
+                        .is_some_and(|c| c.join_id == id && !c.tracker.announced())
                     {
                         self.announce_unknown(&ch);
                     }
@@ -453,10 +441,7 @@ impl Bridge {
             }
             while self.retry_syncs.front().is_some_and(|(at, _)| *at <= now) {
                 if let Some((_, ch)) = self.retry_syncs.pop_front() {
-                    let due = self
-                        .channels
-                        .get(&ch)
-                        .is_some_and(|c| c.want_sync && c.syncing.is_none());
+                    let due = self.channels.get(&ch).is_some_and(|c| c.tracker.read_due());
                     if due {
                         self.start_sync(&ch, &done_tx);
                     }
@@ -526,14 +511,8 @@ impl Bridge {
                         name: channel.clone(),
                         join_id,
                         home,
-                        kind,
                         history,
-                        epoch: Arc::from(""),
-                        last: 0,
-                        announced: false,
-                        syncing: None,
-                        want_sync: true,
-                        seen: None,
+                        tracker: Tracker::new(kind),
                     },
                 );
                 if self.link.is_some() {
@@ -587,8 +566,7 @@ impl Bridge {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        c.announced = true;
-        c.want_sync = true;
+        c.tracker.announce_unknown();
         let (home, join_id) = (c.home, c.join_id);
         self.send(
             home,
@@ -614,9 +592,7 @@ impl Bridge {
         };
         let token = self.next_token;
         self.next_token += 1;
-        c.syncing = Some(token);
-        c.want_sync = false;
-        c.seen = None;
+        c.tracker.begin_read(token);
         let mut sink = link.sink.clone();
         let name = self.keys.pubsub(&channel);
         let read = self.sync_call(&channel, token);
@@ -641,12 +617,10 @@ impl Bridge {
             return;
         };
         if self.link.is_none() {
-            c.want_sync = true;
+            c.tracker.want_read();
             return;
         }
-        c.syncing = Some(token);
-        c.want_sync = false;
-        c.seen = None;
+        c.tracker.begin_read(token);
         if let Some(read) = self.sync_call(channel, token) {
             let tx = done_tx.clone();
             tokio::task::spawn_local(async move {
@@ -672,15 +646,15 @@ impl Bridge {
             .arg(new_epoch())
             .arg(self.cfg.history_ttl.as_secs())
             .arg(c.history)
-            .arg(&*c.epoch)
-            .arg(c.last);
+            .arg(&**c.tracker.epoch())
+            .arg(c.tracker.last());
         let channel = channel.clone();
         Some(async move {
             let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
             let result = match r {
-                Ok(v) => {
-                    wire::parse_sync(&channel, v).ok_or_else(|| ("bad SYNC reply".into(), false))
-                }
+                Ok(v) => wire::parse_sync(&channel, v)
+                    .map(|(epoch, seq, events)| Snapshot { epoch, seq, events })
+                    .ok_or_else(|| ("bad SYNC reply".into(), false)),
                 Err(e) => Err((e.to_string(), breaks_link(&e))),
             };
             Done::Synced {
@@ -702,74 +676,48 @@ impl Bridge {
         let Some(c) = self.channels.get_mut(&channel) else {
             return;
         };
-        if c.syncing != Some(token) {
-            return;
-        }
-        c.syncing = None;
-        let (epoch, seq, events) = match result {
-            Ok(r) => r,
-            Err((e, true)) => {
-                c.want_sync = true;
-                let gen = self.gen;
-                self.on_broken(gen, e, Some(shared));
-                return;
-            }
-            Err((e, false)) => {
-                // The connection is fine; read the channel again a little later.
-                c.want_sync = true;
-                tracing::warn!(channel = %channel, error = %e, "cannot read a channel from Redis; retrying");
-                self.note_error(&e);
-                self.retry_syncs
-                    .push_back((Instant::now() + SYNC_RETRY, channel));
+        let snap = match result {
+            Ok(snap) => snap,
+            Err((e, breaks)) => {
+                if !c.tracker.read_failed(token) {
+                    return;
+                }
+                if breaks {
+                    let gen = self.gen;
+                    self.on_broken(gen, e, Some(shared));
+                } else {
+                    // The connection is fine; read the channel again a little later.
+                    tracing::warn!(channel = %channel, error = %e, "cannot read a channel from Redis; retrying");
+                    self.note_error(&e);
+                    self.retry_syncs
+                        .push_back((Instant::now() + SYNC_RETRY, channel));
+                }
                 return;
             }
         };
-        let home = c.home;
-        let mut out: Vec<Remote> = Vec::new();
-        if !c.announced {
-            // First read: the join answer.
-            c.announced = true;
-            out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, false));
-        } else if epoch == c.epoch {
-            if seq > c.last {
-                let contiguous = events.first().is_some_and(|e| e.seq == c.last + 1);
-                if contiguous {
-                    self.status.fills.fetch_add(1, Ordering::Relaxed);
-                    out.extend(
-                        events
-                            .into_iter()
-                            .filter(|e| e.seq > c.last)
-                            .map(|e| Remote::Sequenced(Box::new(e))),
-                    );
-                } else if c.kind == ChannelKind::Conflated {
-                    // Only the latest value matters on a conflated channel.
-                    out.extend(
-                        events
-                            .into_iter()
-                            .last()
-                            .map(|e| Remote::Sequenced(Box::new(e))),
-                    );
-                } else {
-                    self.status.resets.fetch_add(1, Ordering::Relaxed);
-                    out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, true));
+        let Some(Read { action, again }) = c.tracker.on_read(token, snap) else {
+            return;
+        };
+        let (home, join_id) = (c.home, c.join_id);
+        match action {
+            ReadAction::Answer(snap) => self.send(home, sync_msg(&channel, join_id, snap, false)),
+            ReadAction::Fill(events) => {
+                self.status.fills.fetch_add(1, Ordering::Relaxed);
+                for e in events {
+                    self.send(home, Remote::Sequenced(Box::new(e)));
                 }
             }
-        } else {
-            self.status.resets.fetch_add(1, Ordering::Relaxed);
-            out.push(sync_msg(&channel, c.join_id, &epoch, seq, events, true));
-        }
-        c.epoch = epoch.clone();
-        c.last = c.last.max(seq);
-        if let Some(Remote::Sync(s)) = out.first() {
-            c.last = s.seq;
-        }
-        // Messages that went by during the read and are newer than it: read again.
-        let again = match c.seen.take() {
-            Some((e, s)) => e != epoch || s > c.last,
-            None => false,
-        };
-        for item in out {
-            self.send(home, item);
+            ReadAction::Latest(e) => {
+                if let Some(e) = e {
+                    self.send(home, Remote::Sequenced(Box::new(e)));
+                }
+            }
+            ReadAction::UpToDate => {}
+            ReadAction::Reset(snap, why) => {
+                tracing::info!(channel = %channel, epoch = %snap.epoch, seq = snap.seq, why = ?why, "channel history lost; its subscribers resync");
+                self.status.resets.fetch_add(1, Ordering::Relaxed);
+                self.send(home, sync_msg(&channel, join_id, snap, true));
+            }
         }
         if again {
             self.start_sync(&channel, done_tx);
@@ -793,29 +741,16 @@ impl Bridge {
             tracing::warn!(channel = %channel, "malformed message on a cluster channel");
             return;
         };
-        if !c.live() {
-            c.seen = Some((ev.epoch.clone(), ev.seq));
-            return;
+        let room = self.outbox[c.home].len() < OUTBOX_LIMIT;
+        match c.tracker.on_live(&ev.epoch, ev.seq, room) {
+            Live::Deliver => {
+                let home = c.home;
+                self.send(home, Remote::Sequenced(Box::new(ev)));
+            }
+            Live::Duplicate | Live::Held => {}
+            Live::Gap | Live::NewEpoch => self.start_sync(&channel, done_tx),
+            Live::Starved => self.starved.push(channel),
         }
-        if ev.epoch != c.epoch {
-            self.start_sync(&channel, done_tx);
-            return;
-        }
-        if ev.seq <= c.last {
-            return;
-        }
-        if ev.seq != c.last + 1 && c.kind == ChannelKind::Stream {
-            self.start_sync(&channel, done_tx);
-            return;
-        }
-        if self.outbox[c.home].len() >= OUTBOX_LIMIT {
-            c.want_sync = true;
-            self.starved.push(channel);
-            return;
-        }
-        c.last = ev.seq;
-        let home = c.home;
-        self.send(home, Remote::Sequenced(Box::new(ev)));
     }
 
     // ---- connection -------------------------------------------------------------------
@@ -857,8 +792,7 @@ impl Bridge {
                 // Every watched channel: subscribe again, then re-read.
                 let names: Vec<Arc<str>> = self.channels.keys().cloned().collect();
                 for c in self.channels.values_mut() {
-                    c.syncing = None;
-                    c.want_sync = true;
+                    c.tracker.abandon_read();
                 }
                 let mut sink = self.link.as_ref().map(|l| l.sink.clone())?;
                 let keys = self.keys.clone();
@@ -890,10 +824,7 @@ impl Bridge {
             Done::Resubscribed(gen, names) => {
                 if gen == self.gen {
                     for ch in names {
-                        let pending = self
-                            .channels
-                            .get(&ch)
-                            .is_some_and(|c| c.syncing.is_none() && c.want_sync);
+                        let pending = self.channels.get(&ch).is_some_and(|c| c.tracker.read_due());
                         if pending {
                             self.start_sync(&ch, done_tx);
                         }
@@ -940,8 +871,7 @@ impl Bridge {
         tracing::warn!(error = %error, "lost the connection to Redis; serving local connections, reconnecting");
         self.note_error(&error);
         for c in self.channels.values_mut() {
-            c.syncing = None;
-            c.want_sync = true;
+            c.tracker.abandon_read();
         }
         // A link that held for a while starts the backoff over; one that keeps failing
         // soon after connecting (a persistent error) keeps backing off.
@@ -1039,19 +969,13 @@ async fn open(
     ))
 }
 
-fn sync_msg(
-    channel: &Arc<str>,
-    join_id: u64,
-    epoch: &Arc<str>,
-    seq: u64,
-    events: Vec<RawEvent>,
-    reset: bool,
-) -> Remote {
+/// A channel's state for its home shard: the join answer, or with `reset` a resync.
+fn sync_msg(channel: &Arc<str>, join_id: u64, snap: Snapshot, reset: bool) -> Remote {
     Remote::Sync(Box::new(SyncMsg {
         channel: channel.clone(),
-        epoch: epoch.clone(),
-        seq,
-        events,
+        epoch: snap.epoch,
+        seq: snap.seq,
+        events: snap.events,
         reset,
         join_id,
     }))

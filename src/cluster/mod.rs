@@ -14,15 +14,26 @@
 //!   a duplicate is dropped, the next one goes to the channel's home shard, which encodes it
 //!   once and fans it out exactly as in single-node mode. Even the publishing node delivers
 //!   from pub/sub, so there is one order everywhere.
+//! - **Decisions apart from I/O.** Every such decision (deliver, drop, read the channel
+//!   again, fill, reset) is made by a per-channel `tracker::Tracker`, a pure state machine
+//!   fed the live messages and the results of reads and unit tested as tables; the bridge
+//!   only does the Redis calls, reconnects with backoff, and sends what the tracker decided
+//!   to the home shard.
 //! - **Join and recovery.** When a channel gets its first subscriber on a node, the bridge
 //!   subscribes and then reads the channel's epoch, sequence number and history in one
 //!   script ([`wire::SYNC`]); the home shard's ring is filled from it. A node that started
 //!   after the events were published therefore recovers `since` from Redis history.
 //! - **Gaps and faults.** A sequence gap (lost pub/sub messages, a full shard inbox) or a
 //!   Redis reconnect makes the bridge re-read the channel: the missing events are filled in
-//!   from history when it still holds them; otherwise (history trimmed, or Redis lost its
-//!   data and the channel got a new epoch) the channel is reset and its subscribers get a
-//!   `subscribed` frame with `recovered: false` and `resync: true`. Never silently.
+//!   from history when it still holds them; otherwise (history trimmed, Redis lost its data
+//!   and the channel got a new epoch, or Redis came back from an older snapshot with the
+//!   same epoch and a lower sequence number) the channel is reset and its subscribers get a
+//!   `subscribed` frame with `recovered: false` and `resync: true`. Never silently. (After
+//!   such a rewind Redis gives the lost sequence numbers to new events, in the same epoch;
+//!   a node that had passed on the lost ones resyncs, but a client resuming with `since`
+//!   from one of them cannot tell the events apart.)
+//!   While a read is in flight, live messages are not passed on (the read covers them); if
+//!   one went by beyond what the read returned, the channel is read again.
 //!   While Redis is unreachable, connections stay up, publishes are refused with
 //!   `unavailable`, and the bridge reconnects with backoff.
 //! - **Presence.** Each node keeps its connections per user and subscribers per channel in
@@ -34,6 +45,7 @@ pub mod bridge;
 pub mod config;
 mod presence;
 mod publish;
+mod tracker;
 pub mod wire;
 
 pub use bridge::{Cluster, ClusterStatus, Control, PresenceQuery};

@@ -1,7 +1,7 @@
 //! Cluster mode: several real `quotecast` processes sharing one private `redis-server`.
 //! Cross-node delivery and ordering, recovery from Redis history on a fresh node, Redis
-//! outages (with and without data loss), node failover, presence and the cluster-wide
-//! per-user connection limit.
+//! outages (with and without data loss, or rewound to an older snapshot), node failover,
+//! presence and the cluster-wide per-user connection limit.
 //!
 //! Each node's log is kept in `$CARGO_TARGET_TMPDIR/cluster-<test>-<node>.log`.
 
@@ -989,6 +989,52 @@ async fn cluster_pubsub_disconnect_is_filled_from_history() {
     eprintln!("pubsub_disconnect: {fills} gap fills on a and b");
     assert!(killed > 0, "no pub/sub connection was killed");
     assert!(fills > 0.0, "no gap was filled from history");
+}
+
+/// Regression: Redis came back with older data in the same epoch (restarted from an RDB
+/// snapshot). The node's read said seq 2 after it had passed on 5; it used to ignore that
+/// and drop the new events numbered 3..=5 as duplicates, so subscribers silently lost
+/// them. Now they get a `resync` at the rewound position, then the new events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_redis_rewound_in_same_epoch_resyncs() {
+    const T: &str = "rewound";
+    let redis = RedisServer::start();
+    let a = node(&redis, T, "a", &[]).await;
+    let ch = "trades.RW";
+    let mut sub = connect(&a).await;
+    let epoch = epoch_of(&subscribe_one(&mut sub, ch, None).await);
+    let mut p = connect(&a).await;
+    for i in 1..=5u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(seqs(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
+
+    // What an older snapshot holds: the channel at seq 2, same epoch. Then the node's
+    // pub/sub connection drops, as it does when Redis restarts, so it re-reads the channel.
+    redis.cmd(&["HSET", &format!("quotecast:{{{ch}}}:m"), "s", "2"]);
+    let stream = format!("quotecast:{{{ch}}}:x");
+    redis.cmd(&["XDEL", &stream, "3-0", "4-0", "5-0"]);
+    // A stream remembers its top id across XDEL; the snapshot's stream ended at 2.
+    assert_eq!(
+        redis.cmd(&["XSETID", &stream, "2-0"]),
+        RespValue::Simple("OK".into())
+    );
+    assert!(
+        matches!(redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]), RespValue::Int(k) if k > 0),
+        "no pub/sub connection to kill"
+    );
+
+    let f = sub.recv().await;
+    assert_eq!(f["type"], "subscribed", "{f}");
+    assert_eq!(f["resync"], true, "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    assert_eq!(f["epoch"], epoch.as_str(), "{f}");
+    assert_eq!(seq_of(&f), 2, "{f}");
+    assert_eq!(publish_ws(&mut p, ch, json!({"i": "new 3"})).await, 3);
+    let evs = events_until(&mut sub, 3).await;
+    assert_eq!(seqs(&evs), vec![3]);
+    assert_eq!(evs[0]["data"]["i"], "new 3");
+    assert_quiet(&mut sub, "subscriber").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
