@@ -1,6 +1,7 @@
 //! The wire protocol v1 (see `docs/protocol.md`): names, RFC 6455 framing, client ops and
 //! server message encoding. Pure code: no sockets, no clocks.
 
+pub mod compat;
 pub mod encode;
 pub mod frame;
 pub mod names;
