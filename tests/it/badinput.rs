@@ -289,3 +289,27 @@ async fn data_msgpack_cannot_carry_is_refused_at_publish() {
     assert_eq!(e["seq"], 1);
     assert_eq!(e["data"], json!(["😀", 1e300]));
 }
+
+/// Regression: a close frame with a code a client may not send was echoed back; RFC 6455
+/// requires failing the connection (1002). A close reason that is not UTF-8 is 1007.
+#[tokio::test]
+async fn invalid_close_codes_are_answered_with_1002() {
+    let srv = TestServer::default();
+    let close = |payload: &[u8]| client_frame(true, 0x8, payload, [7, 7, 7, 7]);
+    let mut cases: Vec<(Vec<u8>, u16)> = [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000]
+        .iter()
+        .map(|c| (close(&c.to_be_bytes()), 1002))
+        .collect();
+    cases.push((close(&[0x03]), 1002)); // 1-byte payload
+    cases.push((close(&[0x03, 0xe8, 0xc3, 0x28]), 1007)); // reason not UTF-8
+    for code in [1000u16, 1001, 1012, 3000, 4999] {
+        cases.push((close(&code.to_be_bytes()), code)); // valid codes are echoed
+    }
+    cases.push((close(b""), 1000)); // no code: 1000
+    for (bytes, want) in cases {
+        let (mut s, rest) = raw_connect(srv.addr, "").await;
+        s.write_all(&bytes).await.unwrap();
+        let got = raw_read_until_close(&mut s, rest, std::time::Duration::from_secs(5)).await;
+        assert_eq!(got, Some(want), "{bytes:?}");
+    }
+}
