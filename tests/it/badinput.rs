@@ -313,3 +313,31 @@ async fn invalid_close_codes_are_answered_with_1002() {
         assert_eq!(got, Some(want), "{bytes:?}");
     }
 }
+
+/// Regression: an error repeating a ~1 MB channel name overflowed the sender's own outbound
+/// queue, which closed it with 4008 instead of answering `bad_channel`.
+#[tokio::test]
+async fn error_for_a_huge_channel_name_is_cut_and_the_connection_lives() {
+    let srv = TestServer::start(|c| c.max_message_bytes = 2 << 20);
+    for msgpack in [false, true] {
+        let mut c = if msgpack {
+            Client::connect_msgpack(&srv).await
+        } else {
+            Client::connect(&srv).await
+        };
+        let huge = "q".repeat(1 << 20);
+        c.send(json!({"op":"subscribe","id":1,"channels":[huge]}))
+            .await;
+        let v = expect_error(&mut c, "bad_channel").await;
+        let echoed = v["channel"].as_str().unwrap();
+        assert!(echoed.len() <= 210 && echoed.ends_with('…'), "{echoed}");
+        assert!(huge.starts_with(echoed.trim_end_matches('…')));
+        // A huge string in the wrong place: the serde message that quotes it is cut too.
+        c.send(json!({"op":"subscribe","id":2,"channels":huge}))
+            .await;
+        let v = expect_error(&mut c, "bad_request").await;
+        assert!(v["message"].as_str().unwrap().len() <= 210, "{v}");
+        c.send(json!({"op":"ping","id":3})).await;
+        assert_eq!(c.expect_type("pong").await["id"], 3);
+    }
+}
