@@ -10,7 +10,8 @@
 //! The modules follow the pipeline, publish → socket:
 //! - [`protocol`]: the wire. Channel/event name rules, RFC 6455 framing (server frames built
 //!   once into shared `Bytes`; a strict in-place decoder for client frames), client op
-//!   parsing for JSON and MessagePack, reply and event encoding. Pure, no I/O.
+//!   parsing for JSON and MessagePack, what both formats can carry (`protocol::compat`),
+//!   reply and event encoding. Pure, no I/O.
 //! - [`engine`]: channel policies by pattern, per-channel ring buffers and sequence
 //!   numbers, encode-once events, per-connection outbound queues with conflation slots,
 //!   lock-free inboxes between shards, and the [`engine::shard::Shard`] state machine that

@@ -51,11 +51,7 @@ impl Event {
             data: &data,
         };
         let json = event_json(parts);
-        let msgpack = if with_msgpack {
-            event_msgpack(parts).ok()
-        } else {
-            None
-        };
+        let msgpack = with_msgpack.then(|| msgpack_frame(parts));
         Event {
             channel: channel.clone(),
             event,
@@ -76,21 +72,33 @@ impl Event {
             Format::Json => self.json.clone(),
             Format::Msgpack => match &self.msgpack {
                 Some(b) => b.clone(),
-                None => {
-                    let parts = EventParts {
-                        channel: &self.channel,
-                        event: &self.event,
-                        seq: self.seq,
-                        ts: self.ts,
-                        data: &self.data,
-                    };
-                    // `data` was validated JSON at ingress, so transcoding cannot fail; if it
-                    // somehow did, the JSON frame is the least-bad answer.
-                    event_msgpack(parts).unwrap_or_else(|_| self.json.clone())
-                }
+                None => msgpack_frame(EventParts {
+                    channel: &self.channel,
+                    event: &self.event,
+                    seq: self.seq,
+                    ts: self.ts,
+                    data: &self.data,
+                }),
             },
         }
     }
+}
+
+/// The event's MessagePack frame. Ingress refuses `data` that MessagePack cannot carry
+/// (`protocol::compat::check_json_data`), and cluster nodes only relay data that passed it,
+/// so transcoding does not fail. Should it ever (a bug, or a foreign writer to Redis), a
+/// msgpack subscriber still gets a MessagePack frame, with `data: nil`, never a JSON one.
+fn msgpack_frame(parts: EventParts<'_>) -> Bytes {
+    event_msgpack(parts).unwrap_or_else(|e| {
+        tracing::error!(channel = parts.channel, seq = parts.seq, error = %e,
+            "event data cannot be sent as MessagePack; sending nil");
+        // Invariant: `null` always transcodes, and writes into a Vec cannot fail.
+        event_msgpack(EventParts {
+            data: b"null",
+            ..parts
+        })
+        .expect("a null payload encodes")
+    })
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -99,4 +107,30 @@ pub fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Data that skipped ingress checks still reaches a msgpack subscriber as MessagePack.
+    #[test]
+    fn msgpack_frame_is_never_json() {
+        for with_msgpack in [true, false] {
+            let ev = Event::new(
+                "c".into(),
+                "e".into(),
+                1,
+                2,
+                std::time::Instant::now(),
+                Bytes::from_static(br#"{"x":1e400}"#),
+                with_msgpack,
+            );
+            let f = ev.frame(Format::Msgpack);
+            assert_eq!(f[0], 0x82, "a binary frame");
+            let v: serde_json::Value = rmp_serde::from_slice(&f[2..]).unwrap();
+            assert_eq!(v["data"], serde_json::Value::Null);
+            assert_eq!(v["seq"], 1);
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! complete WebSocket frame (`Bytes`) that every subscriber shares; replies and errors, which
 //! belong to one connection, are small frames built from `serde` structs.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -275,7 +277,25 @@ pub struct Shutdown<'a> {
     pub message: &'a str,
 }
 
-/// An error frame.
+/// Most bytes of client-supplied text an error repeats (in `channel` or `message`). Valid
+/// channel names (128 bytes) are echoed whole; a 1 MB name is not, because the error frame
+/// would overflow the sender's own outbound queue and get it closed as a slow consumer.
+pub const MAX_ECHO_BYTES: usize = 200;
+
+/// `s` cut to at most [`MAX_ECHO_BYTES`] on a character boundary, marked with `…` when cut.
+pub fn echo(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_ECHO_BYTES {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// An error frame. `channel` and `message` may repeat client input, so both are cut with
+/// [`echo`].
 pub fn error(
     fmt: Format,
     id: Option<&Id>,
@@ -289,8 +309,8 @@ pub fn error(
             kind: "error",
             id,
             code,
-            channel,
-            message,
+            channel: channel.map(echo).as_deref(),
+            message: &echo(message),
         },
     )
 }
@@ -351,6 +371,34 @@ mod tests {
         assert_eq!(v["channel"], "quotes.AAPL");
         assert_eq!(v["ts"], 7);
         assert_eq!(v["data"]["bid"], 1.5);
+    }
+
+    /// The bug: an error repeating a 1 MB channel name overflowed the sender's queue.
+    #[test]
+    fn errors_echo_at_most_max_echo_bytes_of_client_input() {
+        assert_eq!(echo("quotes.AAPL"), "quotes.AAPL");
+        let exact = "a".repeat(MAX_ECHO_BYTES);
+        assert_eq!(echo(&exact), exact.as_str());
+        // Byte MAX_ECHO_BYTES falls inside a two-byte character: the cut moves back one.
+        let odd = format!("a{}", "é".repeat(MAX_ECHO_BYTES));
+        let cut = echo(&odd);
+        assert!(cut.ends_with("é…"), "{cut}");
+        assert_eq!(cut.len(), MAX_ECHO_BYTES - 1 + '…'.len_utf8());
+        let huge = "x".repeat(1 << 20);
+        for fmt in [Format::Json, Format::Msgpack] {
+            let f = error(
+                fmt,
+                None,
+                "bad_channel",
+                Some(&huge),
+                &format!("bad `{huge}`"),
+            );
+            assert!(f.len() < 3 * MAX_ECHO_BYTES, "{}", f.len());
+        }
+        let j = error(Format::Json, None, "bad_channel", Some(&huge), "m");
+        let v: serde_json::Value = serde_json::from_slice(&j[4..]).unwrap();
+        let ch = v["channel"].as_str().unwrap();
+        assert_eq!(ch, format!("{}…", &huge[..MAX_ECHO_BYTES]));
     }
 
     #[test]

@@ -244,7 +244,11 @@ impl Decoder {
                                     reason: "invalid utf-8",
                                 });
                             }
-                            u16::from_be_bytes([payload[0], payload[1]])
+                            let code = u16::from_be_bytes([payload[0], payload[1]]);
+                            if !close_code_ok(code) {
+                                return Err(perr("invalid close code"));
+                            }
+                            code
                         }
                     };
                     on(Message::Close(code))
@@ -272,6 +276,14 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Whether a client may send `code` in a close frame (RFC 6455 section 7.4): the defined
+/// codes 1000-1003 and 1007-1011, the IANA-registered 1012-1014, and 3000-4999 for
+/// libraries and applications. 1004 is reserved; 1005, 1006 and 1015 must never be sent;
+/// everything else is unassigned.
+fn close_code_ok(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn deliver(
@@ -518,6 +530,36 @@ mod tests {
         assert_eq!(collect(&mut d, &mut wire).1, vec!["close:1000"]);
         let mut wire = client_frame(true, 8, b"", [4, 3, 2, 1]);
         assert_eq!(collect(&mut d, &mut wire).1, vec!["close:1005"]);
+        for code in [1001u16, 1003, 1007, 1011, 1012, 1014, 3000, 4000, 4999] {
+            let mut wire = client_frame(true, 8, &code.to_be_bytes(), [4, 3, 2, 1]);
+            assert_eq!(collect(&mut d, &mut wire).1, vec![format!("close:{code}")]);
+        }
+    }
+
+    /// The bug: invalid close codes were accepted (and echoed back to the client).
+    #[test]
+    fn invalid_close_codes_are_protocol_errors() {
+        for code in [
+            0u16,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
+            let mut d = Decoder::new(1024);
+            let mut wire = client_frame(true, 8, &code.to_be_bytes(), [4, 3, 2, 1]);
+            let (r, out) = collect(&mut d, &mut wire);
+            assert_eq!(r.unwrap_err().code, 1002, "{code}");
+            assert!(out.is_empty(), "{code}: {out:?}");
+        }
+        let mut d = Decoder::new(1024);
+        let mut wire = client_frame(true, 8, &[0x03, 0xE8, 0xff], [4, 3, 2, 1]);
+        assert_eq!(collect(&mut d, &mut wire).0.unwrap_err().code, 1007);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! server message encoding. Pure code: no sockets, no clocks.
 
 pub mod close;
+pub mod compat;
 pub mod encode;
 pub mod frame;
 pub mod names;

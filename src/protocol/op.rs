@@ -7,7 +7,9 @@
 //! of a sub-document; parsing to its value tree and re-serialising `data` measured 3.9x
 //! slower per event on a 100-event batch: the `parse` group in `benches/core.rs`.) MessagePack ops
 //! are decoded with `rmp-serde`, and their `data` is transcoded once into JSON, the
-//! server's canonical form for event payloads.
+//! server's canonical form for event payloads. What either format may carry is checked in
+//! [`super::compat`]: a MessagePack op as a whole before it is decoded, JSON `data` before
+//! it is accepted.
 
 use std::borrow::Cow;
 
@@ -16,15 +18,15 @@ use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::compat::{check_json_data, check_msgpack, DataError};
 use super::names::{check_channel, check_event};
+
+pub use super::compat::{MAX_DATA_DEPTH, MAX_MSGPACK_DEPTH};
 
 /// Most channels in one subscribe or unsubscribe.
 pub const MAX_CHANNELS_PER_OP: usize = 256;
 /// Most events in one publish batch.
 pub const MAX_EVENTS_PER_PUBLISH: usize = 1024;
-/// Deepest MessagePack nesting accepted: room for `data` at MAX_DATA_DEPTH inside a batch; keeps
-/// the recursive transcoder's stack use small on hostile input.
-pub const MAX_MSGPACK_DEPTH: usize = 70;
 /// Longest accepted string `id`.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -110,7 +112,8 @@ pub enum Op {
 /// Why a message is not a valid op. `code()` is the stable error code for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
-    /// Not JSON / MessagePack at all, or not an object.
+    /// Not JSON / MessagePack at all, or not an object, or MessagePack outside the subset
+    /// JSON can carry (`bin`, ext types, non-string map keys, ...).
     #[error("{0}")]
     BadFrame(String),
     /// Well-formed but a field is missing, mistyped or out of range.
@@ -125,6 +128,10 @@ pub enum OpError {
     /// A publish named a bad event.
     #[error("{0}")]
     BadEvent(String),
+    /// A publish's `data` is valid JSON that MessagePack cannot carry (a number beyond the
+    /// `f64` range, an unpaired surrogate escape); the publisher must change the payload.
+    #[error("{0}")]
+    BadData(String),
 }
 
 impl OpError {
@@ -136,6 +143,7 @@ impl OpError {
             OpError::UnknownOp(_) => "unknown_op",
             OpError::BadChannel(_) => "bad_channel",
             OpError::BadEvent(_) => "bad_event",
+            OpError::BadData(_) => "bad_data",
         }
     }
 }
@@ -155,61 +163,30 @@ impl<'de> Deserialize<'de> for JsonData {
     }
 }
 
-/// Deepest nesting accepted inside `data`. A `RawValue` is only skimmed by serde_json (no
-/// recursion limit applies), so depth is checked here; the bound keeps every later
-/// transcoding (JSON → MessagePack for msgpack subscribers) within its own limits.
-pub const MAX_DATA_DEPTH: usize = 64;
-
 trait DataBytes {
     fn into_bytes(self) -> Result<Bytes, OpError>;
 }
 impl DataBytes for &RawValue {
     fn into_bytes(self) -> Result<Bytes, OpError> {
         let raw = self.get().as_bytes();
-        if json_depth(raw) > MAX_DATA_DEPTH {
-            return Err(OpError::BadRequest(format!(
-                "`data` nests deeper than {MAX_DATA_DEPTH} levels"
-            )));
-        }
+        check_json_data(raw).map_err(data_error)?;
         Ok(Bytes::copy_from_slice(raw))
     }
 }
 impl DataBytes for JsonData {
     fn into_bytes(self) -> Result<Bytes, OpError> {
-        if json_depth(&self.0) > MAX_DATA_DEPTH {
-            return Err(OpError::BadRequest(format!(
-                "`data` nests deeper than {MAX_DATA_DEPTH} levels"
-            )));
-        }
+        // Written by serde_json from checked MessagePack: finite floats, valid strings. The
+        // same check keeps the guarantee in one place.
+        check_json_data(&self.0).map_err(data_error)?;
         Ok(Bytes::from(self.0))
     }
 }
 
-/// Maximum nesting depth of already-validated JSON text (brackets outside strings).
-pub fn json_depth(raw: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for &b in raw {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+fn data_error(e: DataError) -> OpError {
+    match e {
+        DataError::TooDeep => OpError::BadRequest(e.to_string()),
+        DataError::NotConvertible(_) => OpError::BadData(e.to_string()),
     }
-    max
 }
 
 #[derive(Deserialize)]
@@ -298,14 +275,15 @@ pub fn parse_msgpack(msg: &[u8]) -> Result<Op, ParseFailure> {
     if !is_map {
         return Err((None, OpError::BadFrame("expected a MessagePack map".into())));
     }
+    if let Err(why) = check_msgpack(msg) {
+        return Err((msgpack_id(msg), OpError::BadFrame(why.into())));
+    }
     let mut de = rmp_serde::Deserializer::from_read_ref(msg);
     de.set_max_depth(MAX_MSGPACK_DEPTH);
     match RawOp::<'_, JsonData>::deserialize(&mut de) {
         Ok(raw) => build(raw),
         Err(e) => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(msg);
-            de.set_max_depth(MAX_MSGPACK_DEPTH);
-            let id = IdOnly::deserialize(&mut de).ok().and_then(|i| i.0);
+            let id = msgpack_id(msg);
             let err = match e {
                 rmp_serde::decode::Error::InvalidMarkerRead(_)
                 | rmp_serde::decode::Error::InvalidDataRead(_)
@@ -318,6 +296,13 @@ pub fn parse_msgpack(msg: &[u8]) -> Result<Op, ParseFailure> {
             Err((id, err))
         }
     }
+}
+
+/// The `id` of a MessagePack op that failed to parse, if it can be read.
+fn msgpack_id(msg: &[u8]) -> Option<Id> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(msg);
+    de.set_max_depth(MAX_MSGPACK_DEPTH);
+    IdOnly::deserialize(&mut de).ok().and_then(|i| i.0)
 }
 
 fn build<D: DataBytes>(raw: RawOp<'_, D>) -> Result<Op, ParseFailure> {
@@ -420,6 +405,7 @@ fn at(i: usize, e: OpError) -> OpError {
         OpError::BadRequest(m) => OpError::BadRequest(format!("events[{i}]: {m}")),
         OpError::BadChannel(m) => OpError::BadChannel(format!("events[{i}]: {m}")),
         OpError::BadEvent(m) => OpError::BadEvent(format!("events[{i}]: {m}")),
+        OpError::BadData(m) => OpError::BadData(format!("events[{i}]: {m}")),
         other => other,
     }
 }
@@ -645,7 +631,6 @@ mod tests {
 
     #[test]
     fn data_depth_is_bounded_even_inside_raw_values() {
-        assert_eq!(json_depth(br#"{"a":[1,{"b":"[[[[\"]]"}]}"#), 3);
         let ok = format!(
             r#"{{"op":"publish","channel":"a","event":"e","data":{}1{}}}"#,
             "[".repeat(64),
@@ -670,6 +655,87 @@ mod tests {
             parse_msgpack(&[0x81, 0xa2]).unwrap_err().1.code(),
             "bad_frame"
         );
+    }
+
+    /// The bug: `bin`, ext and integer keys were transcoded into JSON (`{1:"a","1":"b"}`
+    /// became an object with a duplicate key) although the protocol rejects them.
+    #[test]
+    fn msgpack_outside_the_json_subset_is_bad_frame_anywhere_in_the_op() {
+        let head = |n: u8| {
+            let mut m = vec![0x80 | n];
+            m.extend_from_slice(&mp(&"op")[..]);
+            m.extend_from_slice(&mp(&"publish")[..]);
+            m.extend_from_slice(&mp(&"id")[..]);
+            m.push(0x07);
+            for k in ["channel", "t.A", "event", "e"] {
+                m.extend_from_slice(&mp(&k)[..]);
+            }
+            m.extend_from_slice(&mp(&"data")[..]);
+            m
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("bin data", [head(5), vec![0xc4, 0x01, 0xaa]].concat()),
+            ("ext data", [head(5), vec![0xd4, 0x05, 0x00]].concat()),
+            (
+                "integer key in data",
+                [
+                    head(5),
+                    vec![0x82, 0x01, 0xa1, b'a', 0xa1, b'1', 0xa1, b'b'],
+                ]
+                .concat(),
+            ),
+            (
+                "bin deep in data",
+                [head(5), vec![0x91, 0x81, 0xa1, b'k', 0x91, 0xc4, 0x00]].concat(),
+            ),
+            (
+                "integer key at top level",
+                [head(6), vec![0x01, 0x00, 0x01]].concat(),
+            ),
+        ];
+        for (what, msg) in cases {
+            let (id, e) = parse_msgpack(&msg).unwrap_err();
+            assert_eq!(e.code(), "bad_frame", "{what}: {e}");
+            assert_eq!(
+                id,
+                if what.contains("top") {
+                    None
+                } else {
+                    Some(Id::U(7))
+                }
+            );
+        }
+        // The same op with a string in `data` is fine.
+        let good = [head(5), mp(&"x")].concat();
+        let Op::Publish { events, .. } = parse_msgpack(&good).unwrap() else {
+            panic!()
+        };
+        assert_eq!(&events[0].data[..], br#""x""#);
+        // `op` itself as bin.
+        let mut m = vec![0x81];
+        m.extend_from_slice(&mp(&"op")[..]);
+        m.extend_from_slice(&[0xc4, 0x04, b'p', b'i', b'n', b'g']);
+        assert_eq!(parse_msgpack(&m).unwrap_err().1.code(), "bad_frame");
+    }
+
+    /// The bug: data MessagePack cannot carry was accepted, and msgpack subscribers got a
+    /// JSON text frame instead.
+    #[test]
+    fn data_msgpack_cannot_carry_is_bad_data_in_ops_and_http() {
+        for data in [r#"1e400"#, r#"{"s":"\ud800"}"#, r#"[1,-2e999]"#] {
+            let op =
+                format!(r#"{{"op":"publish","id":9,"channel":"a","event":"e","data":{data}}}"#);
+            let (id, e) = parse_json(op.as_bytes()).unwrap_err();
+            assert_eq!((id, e.code()), (Some(Id::U(9)), "bad_data"), "{data}: {e}");
+            let body = format!(
+                r#"{{"events":[{{"channel":"a","event":"e","data":1}},{{"channel":"a","event":"e","data":{data}}}]}}"#
+            );
+            let e = parse_http_publish(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), "bad_data", "{data}: {e}");
+            assert!(e.to_string().starts_with("events[1]: "), "{e}");
+        }
+        let ok = r#"{"op":"publish","channel":"a","event":"e","data":["\ud83d\ude00",1e308]}"#;
+        assert!(parse_json(ok.as_bytes()).is_ok());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::auth::Role;
 use crate::cluster::PresenceQuery;
 use crate::engine::shard::{PubReply, PublishResult};
 use crate::protocol::op::parse_http_publish;
-use crate::protocol::Format;
+use crate::protocol::{encode, Format};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -126,11 +126,15 @@ struct ErrInner<'a> {
     message: &'a str,
 }
 
+/// An error body; `message` may repeat client input, so it is cut with [`encode::echo`].
 fn json_error(status: StatusCode, code: &str, message: &str) -> Resp {
     json(
         status,
         &ErrBody {
-            error: ErrInner { code, message },
+            error: ErrInner {
+                code,
+                message: &encode::echo(message),
+            },
         },
     )
 }

@@ -202,3 +202,142 @@ async fn subscriptions_per_connection_are_capped() {
     c.send(json!({"op":"subscribe","channels":["a.1"]})).await;
     assert_eq!(c.expect_type("subscribed").await["channel"], "a.1");
 }
+
+/// MessagePack map header, then `op: publish, id: 7, channel: trades.A, event: e, data:`
+/// with `data` left for the caller (the map has `pairs` pairs in all).
+fn msgpack_publish_head(pairs: u32) -> Vec<u8> {
+    let mut m = Vec::new();
+    rmp::encode::write_map_len(&mut m, pairs).unwrap();
+    for (k, v) in [("op", "publish"), ("channel", "trades.A"), ("event", "e")] {
+        rmp::encode::write_str(&mut m, k).unwrap();
+        rmp::encode::write_str(&mut m, v).unwrap();
+    }
+    rmp::encode::write_str(&mut m, "id").unwrap();
+    rmp::encode::write_uint(&mut m, 7).unwrap();
+    rmp::encode::write_str(&mut m, "data").unwrap();
+    m
+}
+
+/// Regression: `bin`, ext values and non-string map keys in MessagePack ops were converted
+/// to JSON (`{1:"a","1":"b"}` became an object with a duplicate key) and published, though
+/// the protocol rejects them.
+#[tokio::test]
+async fn msgpack_bin_ext_and_non_string_keys_are_bad_frame() {
+    let srv = TestServer::default();
+    let mut sub = Client::connect(&srv).await;
+    sub.subscribe(&["trades.A"]).await;
+    let mut c = Client::connect_msgpack(&srv).await;
+    let with_data = |data: &[u8]| [msgpack_publish_head(5), data.to_vec()].concat();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bin", with_data(&[0xc4, 0x02, 0x01, 0x02])),
+        ("ext", with_data(&[0xd6, 0x01, 0, 0, 0, 0])),
+        (
+            "integer and string key 1",
+            with_data(&[0x82, 0x01, 0xa1, b'a', 0xa1, b'1', 0xa1, b'b']),
+        ),
+        (
+            "bin nested in data",
+            with_data(&[0x81, 0xa1, b'k', 0x92, 0x01, 0xc4, 0x00]),
+        ),
+        (
+            "integer key beside the op's fields",
+            [msgpack_publish_head(6), vec![0x01, 0x00, 0x01]].concat(),
+        ),
+    ];
+    for (what, msg) in cases {
+        c.send_raw(Message::Binary(msg)).await;
+        let v = c.expect_type("error").await;
+        assert_eq!(v["code"], "bad_frame", "{what}: {v}");
+        assert!(!v["message"].as_str().unwrap().is_empty(), "{what}: {v}");
+    }
+    // Nothing was published: the first event the subscriber sees is the next good one.
+    c.send_raw(Message::Binary(with_data(&[0xa2, b'o', b'k'])))
+        .await;
+    assert_eq!(c.expect_type("published").await["seq"], 1);
+    let e = sub.expect_type("event").await;
+    assert_eq!((&e["seq"], &e["data"]), (&json!(1), &json!("ok")));
+}
+
+/// Regression: JSON data MessagePack cannot carry (`1e400`, a lone surrogate) was
+/// published, and MessagePack subscribers were sent a JSON text frame.
+#[tokio::test]
+async fn data_msgpack_cannot_carry_is_refused_at_publish() {
+    let srv = TestServer::default();
+    let mut sub = Client::connect_msgpack(&srv).await;
+    sub.subscribe(&["trades.A"]).await;
+    let mut c = Client::connect(&srv).await;
+    for data in [r#"1e400"#, r#"{"s":"\ud800"}"#, r#"[1,"a\udfffb"]"#] {
+        let op =
+            format!(r#"{{"op":"publish","id":3,"channel":"trades.A","event":"e","data":{data}}}"#);
+        c.send_raw(Message::Text(op)).await;
+        let v = expect_error(&mut c, "bad_data").await;
+        assert_eq!(v["id"], 3, "{v}");
+        let body = format!(r#"{{"channel":"trades.A","event":"e","data":{data}}}"#);
+        let (status, body) = http(srv.addr, "POST", "/api/publish", &body).await;
+        assert_eq!(status, 400, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "bad_data", "{v}");
+    }
+    // What can be carried still goes through, as MessagePack (`next` asserts the frame kind).
+    c.send_raw(Message::Text(
+        r#"{"op":"publish","id":4,"channel":"trades.A","event":"e","data":["\ud83d\ude00",1e300]}"#
+            .into(),
+    ))
+    .await;
+    assert_eq!(c.expect_type("published").await["seq"], 1);
+    let e = sub.expect_type("event").await;
+    assert_eq!(e["seq"], 1);
+    assert_eq!(e["data"], json!(["😀", 1e300]));
+}
+
+/// Regression: a close frame with a code a client may not send was echoed back; RFC 6455
+/// requires failing the connection (1002). A close reason that is not UTF-8 is 1007.
+#[tokio::test]
+async fn invalid_close_codes_are_answered_with_1002() {
+    let srv = TestServer::default();
+    let close = |payload: &[u8]| client_frame(true, 0x8, payload, [7, 7, 7, 7]);
+    let mut cases: Vec<(Vec<u8>, u16)> = [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000]
+        .iter()
+        .map(|c| (close(&c.to_be_bytes()), 1002))
+        .collect();
+    cases.push((close(&[0x03]), 1002)); // 1-byte payload
+    cases.push((close(&[0x03, 0xe8, 0xc3, 0x28]), 1007)); // reason not UTF-8
+    for code in [1000u16, 1001, 1012, 3000, 4999] {
+        cases.push((close(&code.to_be_bytes()), code)); // valid codes are echoed
+    }
+    cases.push((close(b""), 1000)); // no code: 1000
+    for (bytes, want) in cases {
+        let (mut s, rest) = raw_connect(srv.addr, "").await;
+        s.write_all(&bytes).await.unwrap();
+        let got = raw_read_until_close(&mut s, rest, std::time::Duration::from_secs(5)).await;
+        assert_eq!(got, Some(want), "{bytes:?}");
+    }
+}
+
+/// Regression: an error repeating a ~1 MB channel name overflowed the sender's own outbound
+/// queue, which closed it with 4008 instead of answering `bad_channel`.
+#[tokio::test]
+async fn error_for_a_huge_channel_name_is_cut_and_the_connection_lives() {
+    let srv = TestServer::start(|c| c.max_message_bytes = 2 << 20);
+    for msgpack in [false, true] {
+        let mut c = if msgpack {
+            Client::connect_msgpack(&srv).await
+        } else {
+            Client::connect(&srv).await
+        };
+        let huge = "q".repeat(1 << 20);
+        c.send(json!({"op":"subscribe","id":1,"channels":[huge]}))
+            .await;
+        let v = expect_error(&mut c, "bad_channel").await;
+        let echoed = v["channel"].as_str().unwrap();
+        assert!(echoed.len() <= 210 && echoed.ends_with('…'), "{echoed}");
+        assert!(huge.starts_with(echoed.trim_end_matches('…')));
+        // A huge string in the wrong place: the serde message that quotes it is cut too.
+        c.send(json!({"op":"subscribe","id":2,"channels":huge}))
+            .await;
+        let v = expect_error(&mut c, "bad_request").await;
+        assert!(v["message"].as_str().unwrap().len() <= 210, "{v}");
+        c.send(json!({"op":"ping","id":3})).await;
+        assert_eq!(c.expect_type("pong").await["id"], 3);
+    }
+}

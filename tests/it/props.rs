@@ -2,8 +2,23 @@
 //! panics, and well-formed ops round-trip.
 
 use proptest::prelude::*;
+use quotecast::protocol::encode::{event_msgpack, EventParts};
 use quotecast::protocol::frame::{client_frame, Decoder, Message};
-use quotecast::protocol::op::{parse_http_publish, parse_json, parse_msgpack, Op};
+use quotecast::protocol::op::{parse_http_publish, parse_json, parse_msgpack, Op, PubEvent};
+
+/// Every event a publish op was accepted with can be encoded for a MessagePack subscriber.
+fn all_convert(events: &[PubEvent]) -> bool {
+    events.iter().all(|e| {
+        event_msgpack(EventParts {
+            channel: &e.channel,
+            event: &e.event,
+            seq: 1,
+            ts: 1,
+            data: &e.data,
+        })
+        .is_ok()
+    })
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
@@ -33,6 +48,30 @@ proptest! {
         let mp = rmp_serde::to_vec_named(&serde_json::json!({"op":"subscribe","id":id,"channels":chans})).unwrap();
         let is_sub = matches!(parse_msgpack(&mp), Ok(Op::Subscribe { .. }));
         prop_assert!(is_sub, "msgpack subscribe did not parse");
+    }
+
+    /// Publish-time checks guarantee that data reaches MessagePack subscribers as
+    /// MessagePack: whatever `data` is accepted, in JSON or MessagePack ops, transcodes.
+    #[test]
+    fn accepted_data_always_converts_to_msgpack(data in r#"(-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][-+]?[0-9]{1,4})?|"(\\u[dD][89abAB][0-9a-f]{2}|\\u[dD][c-fC-F][0-9a-f]{2}|\\u00[0-9a-f]{2}|[a-z]|\\n){0,4}"|true|null|\[|\]|,){1,8}"#, bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let op = format!(r#"{{"op":"publish","channel":"a","event":"e","data":{data}}}"#);
+        if let Ok(Op::Publish { events, .. }) = parse_json(op.as_bytes()) {
+            prop_assert!(all_convert(&events), "{}", data);
+        }
+        let body = format!(r#"{{"channel":"a","event":"e","data":{data}}}"#);
+        if let Ok((events, _)) = parse_http_publish(body.as_bytes()) {
+            prop_assert!(all_convert(&events), "{}", data);
+        }
+        let mut mp = vec![0x84];
+        for (k, v) in [("op", "publish"), ("channel", "a"), ("event", "e")] {
+            mp.extend(rmp_serde::to_vec(k).unwrap());
+            mp.extend(rmp_serde::to_vec(v).unwrap());
+        }
+        mp.extend(rmp_serde::to_vec("data").unwrap());
+        mp.extend_from_slice(&bytes);
+        if let Ok(Op::Publish { events, .. }) = parse_msgpack(&mp) {
+            prop_assert!(all_convert(&events), "{:?}", bytes);
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ export type ErrorCode =
   | "unknown_op"
   | "bad_channel"
   | "bad_event"
+  | "bad_data"
   | "unknown_channel"
   | "too_large"
   | "overloaded"
