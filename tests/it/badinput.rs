@@ -143,7 +143,7 @@ async fn protocol_violations_close_with_documented_codes_and_others_are_unharmed
     for (bytes, code) in cases {
         let (mut s, rest) = raw_connect(srv.addr, "").await;
         s.write_all(&bytes).await.unwrap();
-        let got = raw_read_until_close(&mut s, rest, std::time::Duration::from_secs(5)).await;
+        let got = raw_read_until_close(&mut s, rest, TIMEOUT).await;
         assert_eq!(got, Some(code), "{bytes:?}");
     }
     // Interleaved ping inside a fragmented message is fine.

@@ -338,7 +338,9 @@ async fn unsubscribe_before_the_subscribe_answer_does_not_stall_replies() {
             c.send(json!({"op":"unsubscribe","channels":[n]})).await;
         }
         c.send(json!({"op":"ping","id":round})).await;
-        let pong = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        // Generous (a round trip takes milliseconds), and shorter than `recv`'s own timeout
+        // so that a stall is reported as such.
+        let pong = tokio::time::timeout(TIMEOUT / 2, async {
             loop {
                 let v = c.recv().await;
                 if v["type"] == "pong" {

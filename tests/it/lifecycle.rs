@@ -8,24 +8,41 @@ use crate::util::*;
 
 #[tokio::test]
 async fn heartbeat_drops_a_dead_peer_but_keeps_a_live_one() {
-    let srv = TestServer::start(|c| c.heartbeat = Duration::from_millis(200));
+    // Long enough that a client talking every ~50 ms is never silent for two intervals, even
+    // when a loaded machine stalls this test for a few hundred milliseconds.
+    let hb = Duration::from_millis(500);
+    let srv = TestServer::start(|c| c.heartbeat = hb);
     let mut live = Client::connect(&srv).await;
-    // tungstenite answers the server's pings while we read; keep this client talking.
+    // tungstenite answers the server's pings while we read; keep this client talking until
+    // told to stop, then check it is still served.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let live_task = tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < deadline {
+        loop {
             live.send(json!({"op":"ping"})).await;
             live.expect_type("pong").await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
         }
+        live.send(json!({"op":"ping","id":"last"})).await;
+        assert_eq!(live.expect_type("pong").await["id"], "last");
     });
-    let (mut dead, rest) = raw_connect(srv.addr, "").await;
+    // Taken before the connection exists: the server cannot time it out earlier than two
+    // intervals after this.
     let t0 = Instant::now();
+    let (mut dead, rest) = raw_connect(srv.addr, "").await;
     // The raw client never answers pings: closed with 4000 after about two intervals.
-    let code = raw_read_until_close(&mut dead, rest, Duration::from_secs(5)).await;
+    let code = raw_read_until_close(&mut dead, rest, TIMEOUT).await;
     assert_eq!(code, Some(4000));
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(
+        waited > hb * 2,
+        "closed before two silent intervals: {waited:?}"
+    );
+    // The live client goes through more heartbeat checks after the dead one was dropped.
+    tokio::time::sleep(hb * 2).await;
+    let _ = stop.send(());
     live_task.await.expect("the live client was never dropped");
 }
 
@@ -197,7 +214,10 @@ async fn upgrade_on_a_kept_alive_http_connection_and_pipelined_first_frame() {
         .await
         .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
+    let n = tokio::time::timeout(TIMEOUT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Second request on the same connection: an upgrade (served by hyper's path), with a
     // ping op pipelined right behind the head.

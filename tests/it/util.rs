@@ -141,6 +141,20 @@ impl Client {
         self.ws.send(msg).await.expect("send");
     }
 
+    /// Sends several ops in one write (buffered, then one flush): the server reads them
+    /// together, so a rate limit or a queue sees them at once however slow this machine is.
+    pub(crate) async fn send_batch(&mut self, ops: impl IntoIterator<Item = Value>) {
+        for v in ops {
+            let msg = if self.msgpack {
+                Message::Binary(rmp_serde::to_vec_named(&v).unwrap())
+            } else {
+                Message::Text(v.to_string())
+            };
+            self.ws.feed(msg).await.expect("send");
+        }
+        self.ws.flush().await.expect("send");
+    }
+
     pub(crate) async fn send_raw(&mut self, m: Message) {
         self.ws.send(m).await.expect("send");
     }
