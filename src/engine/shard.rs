@@ -233,6 +233,13 @@ pub enum Remote {
     },
 }
 
+/// A publish's answer, held until its events have been handed to the other shards.
+#[derive(Debug)]
+enum Ack {
+    Http(oneshot::Sender<PublishResult>, Vec<(u16, u64)>),
+    Peer(usize, Remote),
+}
+
 /// A publish could not be accepted now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is overloaded; retry")]
@@ -438,6 +445,8 @@ pub struct Shard<C> {
     pub latency: Histogram<u64>,
     /// Counters.
     pub stats: ShardStats,
+    /// Publish answers waiting for the events' hand-off to other shards.
+    acks: Vec<Ack>,
     /// The current instant, set by the caller ([`Shard::set_now`]): the engine never reads
     /// a clock.
     now: Instant,
@@ -476,6 +485,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
             stats: ShardStats::default(),
+            acks: Vec::new(),
             now: Instant::now(),
             unix_ns: 0,
         }
@@ -656,16 +666,16 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             seqs.push((i, ev.seq));
             self.forward(&ev);
         }
+        // Answered once the events are in every subscribing shard's inbox (`commit_with`):
+        // an acknowledged event is never behind a shutdown that reached another shard first.
         match reply {
             PubReply::None => {}
-            PubReply::Http { tx, .. } => {
-                let _ = tx.send(Ok(seqs));
-            }
+            PubReply::Http { tx, .. } => self.acks.push(Ack::Http(tx, seqs)),
             PubReply::Peer {
                 shard, conn, token, ..
-            } => {
-                self.route(shard, Remote::PublishAck { conn, token, seqs });
-            }
+            } => self
+                .acks
+                .push(Ack::Peer(shard, Remote::PublishAck { conn, token, seqs })),
         }
     }
 
@@ -1281,6 +1291,29 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
     /// with new output to `flush` (the server layer writes it to the socket; a test reads
     /// it at the speed it chooses).
     pub fn commit_with(&mut self, mut flush: impl FnMut(&Rc<C>)) {
+        self.hand_off();
+        if !self.acks.is_empty() && self.outgoing_len == 0 {
+            for ack in std::mem::take(&mut self.acks) {
+                match ack {
+                    Ack::Http(tx, seqs) => {
+                        let _ = tx.send(Ok(seqs));
+                    }
+                    Ack::Peer(shard, item) => self.route(shard, item),
+                }
+            }
+            self.hand_off();
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for peer in &dirty {
+            peer.dirty.set(false);
+            flush(peer);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Moves the work queued for other shards into their inboxes (what fits).
+    fn hand_off(&mut self) {
         for to in 0..self.outgoing.len() {
             if self.outgoing[to].is_empty() {
                 continue;
@@ -1293,13 +1326,6 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 Err(_) => {}
             }
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        for peer in &dirty {
-            peer.dirty.set(false);
-            flush(peer);
-        }
-        self.dirty = dirty;
-        self.dirty.clear();
     }
 
     /// Records the ingest → write latency of the events fanned out since the last call, as

@@ -10,6 +10,7 @@
 //! in place, and a connection only keeps the tail of a frame that has not fully arrived.
 //! tungstenite is still used for the handshake's accept key.
 
+use super::close::CloseCode;
 use bytes::Bytes;
 
 /// WebSocket opcodes the server sends or accepts.
@@ -104,13 +105,16 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 #[error("{reason}")]
 pub struct ProtocolError {
     /// Close code to send (1002, 1007 or 1009).
-    pub code: u16,
+    pub code: CloseCode,
     /// Close reason to send.
     pub reason: &'static str,
 }
 
 fn perr(reason: &'static str) -> ProtocolError {
-    ProtocolError { code: 1002, reason }
+    ProtocolError {
+        code: CloseCode::ProtocolError,
+        reason,
+    }
 }
 
 /// One complete client message, borrowed from the input (or the fragment buffer).
@@ -194,7 +198,7 @@ impl Decoder {
                 let limit = self.max_message as u64;
                 if h.len > limit.saturating_mul(SKIP_FACTOR) {
                     return Err(ProtocolError {
-                        code: 1009,
+                        code: CloseCode::TooLarge,
                         reason: "frame too large",
                     });
                 }
@@ -240,12 +244,12 @@ impl Decoder {
                         _ => {
                             if std::str::from_utf8(&payload[2..]).is_err() {
                                 return Err(ProtocolError {
-                                    code: 1007,
+                                    code: CloseCode::InvalidUtf8,
                                     reason: "invalid utf-8",
                                 });
                             }
                             let code = u16::from_be_bytes([payload[0], payload[1]]);
-                            if !close_code_ok(code) {
+                            if !CloseCode::valid_from_peer(code) {
                                 return Err(perr("invalid close code"));
                             }
                             code
@@ -278,14 +282,6 @@ impl Decoder {
     }
 }
 
-/// Whether a client may send `code` in a close frame (RFC 6455 section 7.4): the defined
-/// codes 1000-1003 and 1007-1011, the IANA-registered 1012-1014, and 3000-4999 for
-/// libraries and applications. 1004 is reserved; 1005, 1006 and 1015 must never be sent;
-/// everything else is unassigned.
-fn close_code_ok(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
 fn deliver(
     op: OpCode,
     payload: &mut [u8],
@@ -294,7 +290,7 @@ fn deliver(
     if op == OpCode::Text {
         if std::str::from_utf8(payload).is_err() {
             return Err(ProtocolError {
-                code: 1007,
+                code: CloseCode::InvalidUtf8,
                 reason: "invalid utf-8",
             });
         }
@@ -515,12 +511,12 @@ mod tests {
         for (mut wire, code) in cases {
             let mut d = Decoder::new(1024);
             let (r, _) = collect(&mut d, &mut wire);
-            assert_eq!(r.unwrap_err().code, code, "{wire:?}");
+            assert_eq!(r.unwrap_err().code.code(), code, "{wire:?}");
         }
         let mut d = Decoder::new(1024);
         let mut wire = client_frame(false, 1, b"a", [0; 4]);
         wire.extend(client_frame(true, 1, b"b", [0; 4]));
-        assert_eq!(collect(&mut d, &mut wire).0.unwrap_err().code, 1002);
+        assert_eq!(collect(&mut d, &mut wire).0.unwrap_err().code.code(), 1002);
     }
 
     #[test]
@@ -554,12 +550,12 @@ mod tests {
             let mut d = Decoder::new(1024);
             let mut wire = client_frame(true, 8, &code.to_be_bytes(), [4, 3, 2, 1]);
             let (r, out) = collect(&mut d, &mut wire);
-            assert_eq!(r.unwrap_err().code, 1002, "{code}");
+            assert_eq!(r.unwrap_err().code.code(), 1002, "{code}");
             assert!(out.is_empty(), "{code}: {out:?}");
         }
         let mut d = Decoder::new(1024);
         let mut wire = client_frame(true, 8, &[0x03, 0xE8, 0xff], [4, 3, 2, 1]);
-        assert_eq!(collect(&mut d, &mut wire).0.unwrap_err().code, 1007);
+        assert_eq!(collect(&mut d, &mut wire).0.unwrap_err().code.code(), 1007);
     }
 
     #[test]

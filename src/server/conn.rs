@@ -284,8 +284,7 @@ fn process_input(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, data: &mut [u8]) {
     }
 }
 
-fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: u16, reason: &str) {
-    let code = CloseCode::from_code(code);
+fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: CloseCode, reason: &str) {
     let text = if code == CloseCode::ProtocolError {
         format!("protocol error: {reason}")
     } else {

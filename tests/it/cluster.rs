@@ -1116,7 +1116,9 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     let evs = events_until(&mut sub, 3).await;
     assert_eq!(seqs(&evs), vec![3]);
     assert_eq!(evs[0]["data"]["i"], "new 3");
-    assert_quiet(&mut sub, "subscriber").await;
+    let marker = publish_marker(a.addr, ch).await;
+    assert_eq!(marker, 4);
+    assert_quiet(&mut sub, "subscriber", marker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
