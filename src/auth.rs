@@ -50,16 +50,7 @@ impl Identity {
     }
 }
 
-/// How a channel may be subscribed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelAccess {
-    /// Anyone the server admits (including anonymous connections, when allowed).
-    Public,
-    /// Only the user named by the pattern's `{user}`, or a token granting it.
-    Owner,
-    /// Only a token whose `channels` claim grants it.
-    Grant,
-}
+pub use crate::engine::channel::ChannelAccess;
 
 /// Claims quotecast reads from a token.
 #[derive(Debug, Deserialize)]

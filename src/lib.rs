@@ -31,11 +31,12 @@
 //!
 //! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
 //! channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
-//! `server::http`; a new counter in `engine::shard::ShardStats` and `metrics::render`
+//! `server::http`; a new counter in `engine::stats::ShardStats` and `metrics::render`
 //! (operations: `docs/operations.md`).
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;

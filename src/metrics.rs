@@ -4,7 +4,7 @@
 //! of the exposition format that the tests use to check what is served.
 //!
 //! Nothing here is on the publish → socket path: shards keep plain counters
-//! ([`crate::engine::shard::ShardStats`]) and copy them into a snapshot when asked, on
+//! ([`crate::engine::stats::ShardStats`]) and copy them into a snapshot when asked, on
 //! their own thread, through the same lock-free inboxes as every other message.
 //!
 //! The text format is written by hand: the merged snapshot is a handful of families,
@@ -13,61 +13,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use crate::engine::shard::ShardStats;
+pub use crate::engine::stats::{ShardSnapshot, LATENCY_BUCKETS_NS};
+
 use crate::protocol::CloseCode;
-
-/// Upper bounds (ns) of the ingest → socket-write latency histogram buckets: 10 µs to 5 s,
-/// roughly 1-2.5-5 per decade. Loopback fan-out sits in the tens of microseconds (see
-/// `perf/README.md`); the upper buckets catch stalls.
-pub const LATENCY_BUCKETS_NS: [u64; 18] = [
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-];
-
-/// One shard's statistics at one instant.
-#[derive(Debug, Clone, Default)]
-pub struct ShardSnapshot {
-    /// The shard.
-    pub shard: usize,
-    /// Its counters.
-    pub stats: ShardStats,
-    /// WebSocket connections it serves.
-    pub connections: usize,
-    /// Subscriptions to the channels it is home to (from every shard).
-    pub subscriptions: u64,
-    /// Channels it is home to.
-    pub channels: usize,
-    /// Events held in those channels' rings.
-    pub ring_events: u64,
-    /// Messages waiting in its inbox.
-    pub inbox_depth: usize,
-    /// Work items waiting for other shards' full inboxes.
-    pub backlog: usize,
-    /// Latencies recorded at or below each of [`LATENCY_BUCKETS_NS`] (cumulative).
-    pub latency_buckets: Vec<u64>,
-    /// Latencies recorded in all.
-    pub latency_count: u64,
-    /// Its home channels with the most subscribers, most first.
-    pub top_channels: Vec<(Arc<str>, u64)>,
-}
 
 /// Server-wide figures that do not come from a shard.
 #[derive(Debug, Clone, Default)]
@@ -153,7 +102,7 @@ impl Expo {
         self.sample(name, &[], value);
     }
 
-    fn per_kind(&mut self, name: &str, help: &str, v: &crate::engine::shard::PerKind) {
+    fn per_kind(&mut self, name: &str, help: &str, v: &crate::engine::stats::PerKind) {
         self.family(name, "counter", help);
         self.sample(name, &[("kind", "conflated")], v.conflated);
         self.sample(name, &[("kind", "stream")], v.stream);
@@ -656,6 +605,7 @@ pub fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn snapshot(shard: usize) -> ShardSnapshot {
         let mut s = ShardSnapshot {

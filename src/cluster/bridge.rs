@@ -158,6 +158,37 @@ pub struct Cluster {
     control_tx: mpsc::UnboundedSender<Control>,
 }
 
+impl crate::engine::port::ClusterPort for Cluster {
+    fn publish(&self, events: Vec<(u16, PubEvent)>, reply: PubReply) -> Result<(), PubReply> {
+        Cluster::publish(self, events, reply)
+    }
+
+    fn join(
+        &self,
+        join_id: u64,
+        channel: Arc<str>,
+        home: usize,
+        kind: ChannelKind,
+        history: usize,
+    ) {
+        self.control(Control::Join {
+            join_id,
+            channel,
+            home,
+            kind,
+            history,
+        });
+    }
+
+    fn leave(&self, channel: Arc<str>) {
+        self.control(Control::Leave { channel });
+    }
+
+    fn subscribers(&self, channel: Arc<str>, count: u32) {
+        self.control(Control::Subs { channel, count });
+    }
+}
+
 impl Cluster {
     /// Starts the bridge thread; it connects (and keeps reconnecting) in the background.
     pub fn start(

@@ -60,7 +60,7 @@ pub(super) async fn publisher(
                 c.arg(keys.meta(&ev.channel)).arg(keys.stream(&ev.channel));
             }
             c.arg(ttl_secs);
-            let ts = crate::engine::event::now_ns();
+            let ts = crate::clock::now_ns();
             for ev in chunk {
                 let history = rules.resolve(&ev.channel).map_or(0, |r| r.policy.history);
                 c.arg(keys.pubsub(&ev.channel))

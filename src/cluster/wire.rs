@@ -17,22 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redis::Value;
 
-/// An event as sequenced in Redis, before it is encoded for clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
-    /// Channel.
-    pub channel: Arc<str>,
-    /// The channel's epoch when it was sequenced.
-    pub epoch: Arc<str>,
-    /// Cluster-wide sequence number.
-    pub seq: u64,
-    /// Publish time, ns since the Unix epoch.
-    pub ts: u64,
-    /// Event name.
-    pub event: Box<str>,
-    /// JSON data.
-    pub data: Bytes,
-}
+pub use crate::engine::port::RawEvent;
 
 /// Key and pub/sub names under one prefix.
 #[derive(Debug, Clone)]

@@ -23,7 +23,16 @@ impl ChannelKind {
     }
 }
 
-pub use crate::auth::ChannelAccess;
+/// How a channel may be subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelAccess {
+    /// Anyone the server admits (including anonymous connections, when allowed).
+    Public,
+    /// Only the user named by the pattern's `{user}`, or a token granting it.
+    Owner,
+    /// Only a token whose `channels` claim grants it.
+    Grant,
+}
 
 /// What a pattern grants.
 #[derive(Debug, Clone, PartialEq, Eq)]

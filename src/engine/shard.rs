@@ -26,11 +26,11 @@ use tokio::sync::oneshot;
 use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use super::event::Event;
 use super::outbound::{Frame, Overflow, QueueLimits};
+use super::port::{ClusterPort, RawEvent};
 use super::ring::{Recovery, Ring};
 use super::session::Session;
 use super::signal::Mesh;
-use crate::cluster::{Cluster, Control, RawEvent};
-use crate::metrics::{ShardSnapshot, LATENCY_BUCKETS_NS};
+use super::stats::{ShardSnapshot, ShardStats, LATENCY_BUCKETS_NS};
 use crate::protocol::encode::{self, reply, Subscribed};
 use crate::protocol::frame::close_frame;
 use crate::protocol::op::{Id, PubEvent, Since};
@@ -51,7 +51,7 @@ pub struct EngineConfig {
     /// In cluster mode every channel has its own epoch, kept in Redis.
     pub epoch: Arc<str>,
     /// Cluster mode: the node's Redis bridge.
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Option<Arc<dyn ClusterPort>>,
 }
 
 /// A message between shards.
@@ -297,132 +297,6 @@ pub struct Sub<C> {
 struct LocalChannel<C> {
     kind: ChannelKind,
     subs: Vec<Rc<Sub<C>>>,
-}
-
-/// Counters, read by the status and metrics endpoints (merged across shards when read).
-/// Plain integers touched only by the shard's own thread: the publish path pays an add,
-/// never an atomic or a lock.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Events sequenced here.
-    pub published: u64,
-    /// Frames handed to subscribers' queues.
-    pub delivered: u64,
-    /// Connections closed as slow consumers, by trigger.
-    pub slow_closes: SlowCloses,
-    /// Events sequenced here, by channel kind.
-    pub messages_in: PerKind,
-    /// Payload bytes of those events, by channel kind.
-    pub bytes_in: PerKind,
-    /// Frames handed to subscribers' queues (or conflation slots), by channel kind.
-    pub messages_out: PerKind,
-    /// Bytes of those frames, by channel kind.
-    pub bytes_out: PerKind,
-    /// Quotes replaced in a subscriber's conflation slot before being written: dropped
-    /// for that subscriber because a newer one arrived.
-    pub conflated: u64,
-    /// WebSocket connections opened here.
-    pub connects: u64,
-    /// WebSocket connections closed here, by close code (0: a code sent by a client that
-    /// is not one of the protocol's, kept apart so the label set stays bounded).
-    pub disconnects: std::collections::BTreeMap<u16, u64>,
-    /// Tokens or API keys refused.
-    pub auth_failures: AuthFailures,
-    /// Client ops refused by the per-connection rate limit.
-    pub rate_limited_ops: u64,
-    /// Connections refused by the per-IP connection rate limit (acceptor only).
-    pub rate_limited_connects: u64,
-    /// Connections refused at the `max_connections` cap (acceptor only).
-    pub refused_connections: u64,
-    /// Sum of the ingest → socket write latencies recorded in `Shard::latency`, ns.
-    pub latency_sum_ns: u64,
-}
-
-/// Slow-consumer closes (4008), by what triggered them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SlowCloses {
-    /// The oldest unsent frame waited past `slow_consumer_lag`.
-    pub lag: u64,
-    /// The queue reached its hard frame or byte cap.
-    pub memory: u64,
-}
-
-impl SlowCloses {
-    /// Both triggers.
-    pub fn total(&self) -> u64 {
-        self.lag + self.memory
-    }
-}
-
-/// A counter split by channel kind.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PerKind {
-    /// Conflated channels.
-    pub conflated: u64,
-    /// Stream channels.
-    pub stream: u64,
-}
-
-impl PerKind {
-    /// Adds `n` to `kind`'s count.
-    #[inline]
-    pub fn add(&mut self, kind: ChannelKind, n: u64) {
-        match kind {
-            ChannelKind::Conflated => self.conflated += n,
-            ChannelKind::Stream => self.stream += n,
-        }
-    }
-
-    fn merge(&mut self, o: &PerKind) {
-        self.conflated += o.conflated;
-        self.stream += o.stream;
-    }
-}
-
-/// Refused credentials, by where they were presented.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AuthFailures {
-    /// A token in the upgrade request (`?token=`, `Authorization`).
-    pub connect: u64,
-    /// A token in an `auth` op.
-    pub auth_op: u64,
-    /// An API key or token on `POST /api/publish`.
-    pub http: u64,
-}
-
-impl ShardStats {
-    /// Adds another shard's counters to these.
-    pub fn merge(&mut self, o: &ShardStats) {
-        self.published += o.published;
-        self.delivered += o.delivered;
-        self.slow_closes.lag += o.slow_closes.lag;
-        self.slow_closes.memory += o.slow_closes.memory;
-        self.messages_in.merge(&o.messages_in);
-        self.bytes_in.merge(&o.bytes_in);
-        self.messages_out.merge(&o.messages_out);
-        self.bytes_out.merge(&o.bytes_out);
-        self.conflated += o.conflated;
-        self.connects += o.connects;
-        for (code, n) in &o.disconnects {
-            *self.disconnects.entry(*code).or_insert(0) += n;
-        }
-        self.auth_failures.connect += o.auth_failures.connect;
-        self.auth_failures.auth_op += o.auth_failures.auth_op;
-        self.auth_failures.http += o.auth_failures.http;
-        self.rate_limited_ops += o.rate_limited_ops;
-        self.rate_limited_connects += o.rate_limited_connects;
-        self.refused_connections += o.refused_connections;
-        self.latency_sum_ns += o.latency_sum_ns;
-    }
-
-    /// Counts a closed connection under its close code (see `disconnects`).
-    pub fn count_disconnect(&mut self, code: CloseCode) {
-        let code = match code {
-            CloseCode::Other(_) => 0,
-            named => named.code(),
-        };
-        *self.disconnects.entry(code).or_insert(0) += 1;
-    }
 }
 
 /// The shard.
@@ -855,21 +729,18 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         }
         if let Some(cl) = cluster {
             if req.new {
-                cl.control(Control::Subs {
-                    channel: req.channel.clone(),
-                    count: st.interest.iter().sum(),
-                });
+                cl.subscribers(req.channel.clone(), st.interest.iter().sum());
             }
             if joining {
                 self.next_join += 1;
                 st.join_id = self.next_join;
-                cl.control(Control::Join {
-                    join_id: st.join_id,
-                    channel: req.channel.clone(),
-                    home: self.id,
-                    kind: st.kind,
-                    history: st.ring.capacity(),
-                });
+                cl.join(
+                    st.join_id,
+                    req.channel.clone(),
+                    self.id,
+                    st.kind,
+                    st.ring.capacity(),
+                );
             }
             if let Join::Joining(parked) = &mut st.join {
                 parked.push(req);
@@ -1159,15 +1030,10 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             }
             let watched: u32 = st.interest.iter().sum();
             if let Some(cl) = &self.cfg.cluster {
-                cl.control(Control::Subs {
-                    channel: channel.clone(),
-                    count: watched,
-                });
+                cl.subscribers(channel.clone(), watched);
                 // Unwatched here: Redis keeps the channel; stop listening to it.
                 if watched == 0 {
-                    cl.control(Control::Leave {
-                        channel: channel.clone(),
-                    });
+                    cl.leave(channel.clone());
                     if let Some(st) = self.owned.remove(channel) {
                         if let Join::Joining(parked) = st.join {
                             // Their subscriptions are gone; the answers only release the

@@ -579,7 +579,7 @@ fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
                 &Pong {
                     kind: "pong",
                     id: id.as_ref(),
-                    ts: crate::engine::event::now_ns(),
+                    ts: crate::clock::now_ns(),
                 },
             );
             send(ctx, peer, f);

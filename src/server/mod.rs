@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod conn;
+pub mod demo;
 pub mod handshake;
 pub mod http;
 pub mod peer;

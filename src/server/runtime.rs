@@ -19,12 +19,13 @@ use tokio::net::TcpListener;
 use super::handshake;
 use super::peer::Peer;
 use crate::auth::{TokenBucket, Verifier};
+use crate::clock::now_ns;
 use crate::cluster::{Cluster, Control};
 use crate::config::Config;
 use crate::demo::DemoConfig;
-use crate::engine::event::now_ns;
-use crate::engine::shard::{EngineConfig, Shard, ShardMsg, ShardStats};
+use crate::engine::shard::{EngineConfig, Shard, ShardMsg};
 use crate::engine::signal::{LocalSignal, Mesh};
+use crate::engine::stats::ShardStats;
 use crate::protocol::frame::{frame, OpCode};
 use crate::protocol::CloseCode;
 
@@ -43,6 +44,8 @@ pub struct Shared {
     pub config: Config,
     /// Engine settings.
     pub engine: Arc<EngineConfig>,
+    /// Cluster mode: the node's Redis bridge (the engine holds it as its `ClusterPort`).
+    pub cluster: Option<Arc<Cluster>>,
     /// The shard inboxes.
     pub mesh: Arc<Mesh<ShardMsg>>,
     /// Open sockets.
@@ -77,7 +80,7 @@ impl Shared {
     /// Cluster mode: asks for the cluster-wide check of `slot`'s user (the connection is
     /// closed with 4010 if the user is over the limit across all nodes).
     pub fn admit_cluster(&self, slot: &UserSlot, shard: usize, conn: u64) {
-        if let Some(cl) = &self.engine.cluster {
+        if let Some(cl) = &self.cluster {
             cl.control(Control::Admit {
                 user: slot.user.clone(),
                 shard,
@@ -96,7 +99,7 @@ pub struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        if let Some(cl) = &self.shared.engine.cluster {
+        if let Some(cl) = &self.shared.cluster {
             cl.control(Control::UserLeft {
                 user: self.user.clone(),
             });
@@ -243,11 +246,14 @@ impl Server {
             rules: config.rules.clone(),
             queue: config.queue,
             epoch: epoch.into(),
-            cluster,
+            cluster: cluster
+                .clone()
+                .map(|c| c as Arc<dyn crate::engine::port::ClusterPort>),
         });
         let shared = Arc::new(Shared {
             config,
             engine,
+            cluster,
             mesh,
             open_sockets: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -386,7 +392,7 @@ fn shard_main(
             }
         }
         if let Some(d) = demo {
-            tokio::task::spawn_local(crate::demo::run(ctx.clone(), d));
+            tokio::task::spawn_local(super::demo::run(ctx.clone(), d));
         }
         driver(ctx.clone()).await;
         let shard = ctx.shard.borrow();

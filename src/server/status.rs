@@ -92,7 +92,7 @@ pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
     }
     // A node that has not reached Redis yet would answer subscribes without history; once
     // it has, a later Redis outage keeps it ready (it still serves its connections).
-    if let Some(cl) = &ctx.shared.engine.cluster {
+    if let Some(cl) = &ctx.shared.cluster {
         if !cl.status.ever_up.load(Ordering::Relaxed) {
             return Err("connecting to Redis\n");
         }
@@ -107,7 +107,7 @@ pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
 pub async fn metrics(ctx: &ShardCtx) -> String {
     let snaps = gather(ctx, 0).await;
     let mut text = metrics::render(&figures(ctx, true), &snaps);
-    if let Some(cl) = &ctx.shared.engine.cluster {
+    if let Some(cl) = &ctx.shared.cluster {
         crate::cluster::render_metrics(&mut text, &cl.status);
     }
     text
@@ -161,7 +161,7 @@ pub struct ClusterInfo {
 
 /// This node's cluster state, `None` on a single node.
 pub fn cluster_info(ctx: &ShardCtx) -> Option<ClusterInfo> {
-    let cl = ctx.shared.engine.cluster.as_ref()?;
+    let cl = ctx.shared.cluster.as_ref()?;
     Some(ClusterInfo {
         node: cl.cfg.node_id.clone(),
         redis: if cl.is_up() { "up" } else { "down" },
@@ -201,7 +201,7 @@ pub fn cluster_health(ctx: &ShardCtx) -> Option<ClusterHealth> {
 /// `GET /api/presence?user=U` or `?channel=C`: connections of a user or subscribers of a
 /// channel, across the cluster in cluster mode (`None`: Redis unreachable).
 pub async fn presence(ctx: &ShardCtx, query: PresenceQuery) -> Option<u64> {
-    if let Some(cl) = &ctx.shared.engine.cluster {
+    if let Some(cl) = &ctx.shared.cluster {
         let (tx, rx) = oneshot::channel();
         cl.control(Control::Presence { query, reply: tx });
         return tokio::time::timeout(SHARD_ANSWER_TIMEOUT * 3, rx)
