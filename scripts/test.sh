@@ -11,6 +11,14 @@ cargo fmt --all --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== layering: the sans-IO core builds alone, without tokio's networking or runtime"
+cargo check -p quotecast-engine --locked
+if cargo tree -p quotecast-engine --locked -e normal -f '{p} {f}' | grep -E 'tokio v[^ ]+ .*(net|rt)'; then
+  echo "quotecast-engine must not depend on tokio's networking or runtime" >&2
+  exit 1
+fi
+# (It cannot import the layers above it: they are another crate, which depends on it.)
+
 echo "== unit and integration tests"
 # The cluster tests start their own redis-server (Debian's package) on a free port.
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -7,32 +7,45 @@
 //! `docs/protocol.md`.
 //!
 //! # Layout
-//! The modules follow the pipeline, publish → socket:
-//! - [`protocol`]: the wire. Channel/event name rules, RFC 6455 framing (server frames built
-//!   once into shared `Bytes`; a strict in-place decoder for client frames), client op
-//!   parsing for JSON and MessagePack, what both formats can carry (`protocol::compat`),
-//!   reply and event encoding. Pure, no I/O.
-//! - [`engine`]: channel policies by pattern, per-channel ring buffers and sequence
-//!   numbers, encode-once events, per-connection outbound queues with conflation slots,
-//!   lock-free inboxes between shards, and the [`engine::shard::Shard`] state machine that
-//!   sequences, fans out and hands off. No sockets except the flush it asks peers to do.
-//! - [`server`]: the thread-per-core runtime (one `current_thread` tokio runtime per
-//!   shard), the acceptor, HTTP via hyper (upgrade, publish API, health), the connection
-//!   loop, vectored writes, heartbeat and graceful shutdown.
+//! Two crates. `crates/engine` (`quotecast-engine`) is the sans-IO core: it opens no
+//! socket, reads no clock and spawns no thread, and it cannot reach tokio's networking (its
+//! only tokio feature is `sync`; `scripts/test.sh` checks that it builds alone). This crate
+//! re-exports its two modules and adds the I/O around them. Imports only go down this list
+//! (for the core, the compiler enforces it: the layers above are another crate):
+//! - [`protocol`] (core): the wire. Channel/event name rules, RFC 6455 framing (server
+//!   frames built once into shared `Bytes`; a strict in-place decoder for client frames),
+//!   close codes, client op parsing for JSON and MessagePack, what both formats can carry
+//!   (`protocol::compat`), reply and event encoding.
+//! - [`engine`] (core): channel policies by pattern, per-channel ring buffers and sequence
+//!   numbers, encode-once events, per-connection outbound queues with conflation and the
+//!   slow-consumer rule, sessions (`engine::session`: a connection as the engine sees it),
+//!   lock-free inboxes between shards, the [`engine::shard::Shard`] state machine that
+//!   sequences, fans out and hands off (time is an input, `set_now`; output is handed to
+//!   the caller's flush, `commit_with`), the port it needs from cluster mode
+//!   (`engine::port`), statistics (`engine::stats`), and a deterministic multi-shard
+//!   harness with fake connections (`engine::harness`).
 //! - [`auth`]: identities, JWT verification, channel authorization and token buckets. Pure.
-//! - [`demo`]: the simulated market behind `quotecast serve --demo`.
+//! - [`demo`]: the simulated market behind `quotecast serve --demo`. Pure (time is an
+//!   input); `server::demo` runs it.
+//! - [`metrics`]: merging shard snapshots, the Prometheus exposition served at `/metrics`,
+//!   process figures. Pure apart from reading `/proc`.
+//! - [`cluster`]: cluster mode on Redis (`--redis`), implementing `engine::port`: the bridge
+//!   thread that has Redis sequence publishes, delivers them to the home shards in order,
+//!   fills gaps from Redis history, and keeps cluster-wide presence. Its decisions per
+//!   channel are pure (`cluster::tracker`); the rest is I/O.
 //! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
 //!   from.
-//! - [`cluster`]: cluster mode on Redis (`--redis`): the bridge thread that has Redis
-//!   sequence publishes, delivers them to the home shards in order, fills gaps from Redis
-//!   history, and keeps cluster-wide presence.
-//! - [`metrics`]: operational statistics: per-shard snapshots merged on demand, the
-//!   Prometheus exposition served at `/metrics`, process figures. Pure.
+//! - [`clock`]: wall-clock time, for the layers that do I/O.
+//! - [`server`]: all the I/O: the thread-per-core runtime (one `current_thread` tokio
+//!   runtime per shard, `server::runtime::ServerShard` giving the engine its clock and its
+//!   socket writes), the acceptor, HTTP via hyper (upgrade, publish API, health), the
+//!   connection loop (`server::peer::Peer` embeds the engine's session beside its socket),
+//!   vectored writes, heartbeat and graceful shutdown.
 //!
 //! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
-//! channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
-//! `server::http`; a new counter in `engine::stats::ShardStats` and `metrics::render`
-//! (operations: `docs/operations.md`).
+//! channel behaviour in `engine::channel` and `engine::shard` (tested with
+//! `engine::harness`, no sockets); a new endpoint in `server::http`; a new counter in
+//! `engine::stats::ShardStats` and `metrics::render` (operations: `docs/operations.md`).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -40,10 +53,10 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;
-pub mod engine;
 pub mod metrics;
-pub mod protocol;
 pub mod server;
+
+pub use quotecast_engine::{engine, protocol};
 
 pub use config::Config;
 pub use server::Server;

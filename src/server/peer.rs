@@ -1,7 +1,7 @@
 //! One WebSocket connection (server layer): the engine's [`Session`] (queue, subscriptions,
 //! acks, close state) plus what only the server knows: the socket, the frame decoder, the
 //! client's identity and limits. `flush` writes what the session holds with up to
-//! [`MAX_WRITES_PER_FLUSH`] `writev` calls of up to [`MAX_IOV`] frames each.
+//! `MAX_WRITES_PER_FLUSH` `writev` calls of up to [`MAX_IOV`] frames each.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};

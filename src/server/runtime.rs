@@ -449,12 +449,16 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         }
         match stream.into_std() {
             Ok(std_stream) => {
-                if let Err(ShardMsg::Accept(s)) =
-                    ctx.shared.mesh.send(target, ShardMsg::Accept(std_stream))
+                if let Err(ShardMsg::Accept(s)) = ctx
+                    .shared
+                    .mesh
+                    .send(target, ShardMsg::Accept(Box::new(std_stream)))
                 {
                     // That shard's inbox is full: serve it here rather than drop it.
-                    if let Ok(s) = tokio::net::TcpStream::from_std(s) {
-                        handshake::accept(ctx.clone(), s);
+                    if let Ok(s) = s.downcast::<std::net::TcpStream>() {
+                        if let Ok(s) = tokio::net::TcpStream::from_std(*s) {
+                            handshake::accept(ctx.clone(), s);
+                        }
                     }
                 }
             }
@@ -537,7 +541,11 @@ async fn driver(ctx: Rc<ShardCtx>) {
                                 shard.handle(item);
                             }
                         }
-                        ShardMsg::Accept(s) => match tokio::net::TcpStream::from_std(s) {
+                        ShardMsg::Accept(s) => match s
+                            .downcast::<std::net::TcpStream>()
+                            .map_err(|_| std::io::Error::other("not a TCP stream"))
+                            .and_then(|s| tokio::net::TcpStream::from_std(*s))
+                        {
                             Ok(s) => handshake::accept(ctx.clone(), s),
                             Err(e) => {
                                 ctx.shared.open_sockets.fetch_sub(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@
 //! benchmarked without the kernel (`benches/core.rs`, `fanout`).
 //!
 //! ```
-//! use quotecast::engine::harness::Harness;
+//! use quotecast_engine::engine::harness::Harness;
 //! let mut h = Harness::new(2);
 //! let reader = h.connect(1);
 //! h.subscribe(&reader, "trades.X", None);

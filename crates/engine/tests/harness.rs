@@ -1,14 +1,14 @@
 //! The engine without sockets: several shards pumped by the test, fake connections that
-//! read at a chosen speed, and time as an input (`quotecast::engine::harness`). Each test is
+//! read at a chosen speed, and time as an input (`quotecast_engine::engine::harness`). Each test is
 //! deterministic: no sleeps, no threads, no kernel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use quotecast::engine::channel::ChannelKind;
-use quotecast::engine::harness::Harness;
-use quotecast::engine::outbound::{QueueLimits, COMMIT_WATERMARK};
-use quotecast::engine::shard::{Remote, ShardMsg};
+use quotecast_engine::engine::channel::ChannelKind;
+use quotecast_engine::engine::harness::Harness;
+use quotecast_engine::engine::outbound::{QueueLimits, COMMIT_WATERMARK};
+use quotecast_engine::engine::shard::{Remote, ShardMsg};
 use serde_json::Value;
 
 fn events(msgs: &[Value]) -> Vec<u64> {

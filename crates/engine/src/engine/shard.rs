@@ -59,8 +59,9 @@ pub struct EngineConfig {
 pub enum ShardMsg {
     /// Work items, in order.
     Batch(Vec<Remote>),
-    /// A newly accepted connection for this shard to serve.
-    Accept(std::net::TcpStream),
+    /// A newly accepted connection for this shard's host to serve. The engine does not look
+    /// inside: the server layer puts its socket type here and takes it out again.
+    Accept(Box<dyn std::any::Any + Send>),
     /// Begin graceful shutdown.
     Shutdown,
     /// Answer with the subscriber count of a channel this shard is home to.
