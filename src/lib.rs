@@ -18,7 +18,9 @@
 //!   sequences, fans out and hands off. No sockets except the flush it asks peers to do.
 //! - [`server`]: the thread-per-core runtime (one `current_thread` tokio runtime per
 //!   shard), the acceptor, HTTP via hyper (upgrade, publish API, health), the connection
-//!   loop, vectored writes, heartbeat and graceful shutdown.
+//!   loop (`server::conn`: reads, frame decoding, deadlines, close handshake), what client
+//!   ops mean (`server::ops`: rate limit, auth, subscribe, publish admission shared by
+//!   WebSocket and HTTP), vectored writes, heartbeat and graceful shutdown.
 //! - [`auth`]: identities, JWT verification, channel authorization and token buckets. Pure.
 //! - [`demo`]: the simulated market behind `quotecast serve --demo`.
 //! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
@@ -29,8 +31,10 @@
 //! - [`metrics`]: operational statistics: per-shard snapshots merged on demand, the
 //!   Prometheus exposition served at `/metrics`, process figures. Pure.
 //!
-//! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
-//! channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
+//! A new client op goes in `protocol::op` (parsing) and `server::ops` (what it means;
+//! `server::conn` only decodes frames and hands ops over); a new rule on who may publish
+//! what in `server::ops::admit_publish`, which WebSocket and HTTP publishes both pass; a
+//! new channel behaviour in `engine::channel` and `engine::shard`; a new endpoint in
 //! `server::http`; a new counter in `engine::shard::ShardStats` and `metrics::render`
 //! (operations: `docs/operations.md`).
 #![warn(missing_docs)]
