@@ -39,11 +39,15 @@
 //! - [`server`]: all the I/O: the thread-per-core runtime (one `current_thread` tokio
 //!   runtime per shard, `server::runtime::ServerShard` giving the engine its clock and its
 //!   socket writes), the acceptor, HTTP via hyper (upgrade, publish API, health), the
-//!   connection loop (`server::peer::Peer` embeds the engine's session beside its socket),
-//!   vectored writes, heartbeat and graceful shutdown.
+//!   connection loop (`server::conn`: reads, frame decoding, deadlines, close handshake;
+//!   `server::peer::Peer` embeds the engine's session beside its socket), what client ops
+//!   mean (`server::ops`: rate limit, auth, subscribe, publish admission shared by
+//!   WebSocket and HTTP), vectored writes, heartbeat and graceful shutdown.
 //!
-//! A new client op goes in `protocol::op` (parsing) and `server::conn` (handling); a new
-//! channel behaviour in `engine::channel` and `engine::shard` (tested with
+//! A new client op goes in `protocol::op` (parsing) and `server::ops` (what it means;
+//! `server::conn` only decodes frames and hands ops over); a new rule on who may publish
+//! what in `server::ops::admit_publish`, which WebSocket and HTTP publishes both pass; a
+//! new channel behaviour in `engine::channel` and `engine::shard` (tested with
 //! `engine::harness`, no sockets); a new endpoint in `server::http`; a new counter in
 //! `engine::stats::ShardStats` and `metrics::render` (operations: `docs/operations.md`).
 #![warn(missing_docs)]

@@ -1,6 +1,8 @@
-//! HTTP on the WebSocket port (server layer), with hyper: `POST /api/publish`, `GET
-//! /health` (liveness), the operations endpoints of [`super::status`] (`GET /ready`, `GET
-//! /ws/status`, `GET /health/websocket`, `GET /metrics`), precise answers to faulty upgrade requests, and upgrades that arrive on a
+//! HTTP on the WebSocket port (server layer), with hyper: `POST /api/publish` (credentials
+//! here, admission by [`super::ops::admit_publish`] as for the WebSocket `publish` op, its
+//! refusals answered as HTTP statuses), `GET /health` (liveness), the operations endpoints
+//! of [`super::status`] (`GET /ready`, `GET /ws/status`, `GET /health/websocket`, `GET
+//! /metrics`), precise answers to faulty upgrade requests, and upgrades that arrive on a
 //! kept-alive HTTP connection (after which the raw socket is taken back from hyper and
 //! served by [`super::conn`]). A connection's first request, when it is a WebSocket
 //! upgrade, never reaches hyper: see [`super::handshake`].
@@ -21,9 +23,10 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::handshake::{self, Prefixed, HEADER_TIMEOUT};
+use super::ops::{self, PublishRefused};
 use super::runtime::{ConnectionGuard, ShardCtx};
 use super::status;
-use crate::auth::Role;
+use crate::auth::{Identity, Role};
 use crate::cluster::PresenceQuery;
 use crate::engine::shard::{PubReply, PublishResult};
 use crate::protocol::op::parse_http_publish;
@@ -261,13 +264,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Who may publish over HTTP: anyone in open (demo) mode, a configured API key
-/// (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), or a JWT with the publisher role.
+/// Who is publishing over HTTP: anyone in open (demo) mode, a configured API key
+/// (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), each with the publisher role, or the
+/// identity of a JWT (whose role [`ops::may_publish`] then checks). Refuses missing or bad
+/// credentials (401).
 #[allow(clippy::result_large_err)]
-fn authorize_publish(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp> {
+fn publisher_identity(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<Identity, Resp> {
     let access = &ctx.shared.config.access;
     if access.anonymous_publish {
-        return Ok(());
+        return Ok(Identity::anonymous(Role::Publisher));
     }
     let h = req.headers();
     let cred = h
@@ -294,15 +299,10 @@ fn authorize_publish(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp
         .iter()
         .any(|k| constant_time_eq(k.as_bytes(), cred.as_bytes()))
     {
-        return Ok(());
+        return Ok(Identity::anonymous(Role::Publisher));
     }
     match ctx.shared.verifier.verify(cred) {
-        Ok(id) if id.role == Role::Publisher => Ok(()),
-        Ok(_) => Err(json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "publishing needs the publisher role",
-        )),
+        Ok(id) => Ok(id),
         Err(e) => {
             ctx.shard.borrow_mut().stats.auth_failures.http += 1;
             tracing::info!(reason = %e, "HTTP publish refused");
@@ -315,9 +315,27 @@ fn authorize_publish(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp
     }
 }
 
+/// A refused publish as HTTP: 403 without the publisher role, 400 for a channel no pattern
+/// accepts, 503 when overloaded; the body names the channel in its message.
+fn publish_refused(r: &PublishRefused) -> Resp {
+    let status = match r {
+        PublishRefused::NotPublisher => StatusCode::FORBIDDEN,
+        PublishRefused::UnknownChannel { .. } => StatusCode::BAD_REQUEST,
+        PublishRefused::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_error(status, r.code(), &r.to_string())
+}
+
+/// `POST /api/publish`: credentials, role (before the body is read), body, parse, the
+/// shared admission ([`ops::admit_publish`]), then the answer once every home shard has
+/// the events in its inbox.
 async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
-    if let Err(r) = authorize_publish(&ctx, &req) {
-        return r;
+    let who = match publisher_identity(&ctx, &req) {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    if let Err(r) = ops::may_publish(&who) {
+        return publish_refused(&r);
     }
     let max = ctx.shared.config.max_message_bytes;
     let body = match Limited::new(req.into_body(), max).collect().await {
@@ -343,32 +361,23 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         Ok(v) => v,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
-    for ev in &events {
-        if ctx.shared.engine.rules.resolve(&ev.channel).is_none() {
-            let msg = format!("no channel pattern accepts `{}`", ev.channel);
-            return json_error(StatusCode::BAD_REQUEST, "unknown_channel", &msg);
-        }
-    }
-    let first_channel = events[0].channel.clone();
-    let total = events.len();
-    let mut waits: Vec<oneshot::Receiver<PublishResult>> = Vec::new();
-    let result = {
-        let mut shard = ctx.shard.borrow_mut();
-        shard.tick();
-        let r = shard.publish(events, |idx| {
-            let (tx, rx) = oneshot::channel();
-            waits.push(rx);
-            PubReply::Http { tx, idx }
-        });
-        shard.commit();
-        r
+    let admitted = match ops::admit_publish(&ctx.shared.engine.rules, &who, events) {
+        Ok(a) => a,
+        Err(r) => return publish_refused(&r),
     };
-    if let Err(e) = result {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            &e.to_string(),
-        );
+    // The parsers give at least one event.
+    let first_channel = admitted.events()[0].channel.clone();
+    let total = admitted.events().len();
+    let mut waits: Vec<oneshot::Receiver<PublishResult>> = Vec::new();
+    ctx.shard.borrow_mut().tick();
+    let result = ops::publish(&ctx, admitted, |idx| {
+        let (tx, rx) = oneshot::channel();
+        waits.push(rx);
+        PubReply::Http { tx, idx }
+    });
+    ctx.shard.borrow_mut().commit();
+    if let Err(r) = result {
+        return publish_refused(&r);
     }
     let mut seqs = vec![0u64; total];
     for rx in waits {

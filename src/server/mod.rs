@@ -1,11 +1,12 @@
-//! The server layer: sockets, HTTP, the connection loop and the thread-per-core runtime.
-//! Everything that touches the network lives here; the engine and protocol layers are pure.
+//! The server layer: sockets, HTTP, the connection loop, what client ops mean (`ops`, shared
+//! by WebSocket and HTTP publish) and the thread-per-core runtime. Everything that touches the network lives here; the engine and protocol layers are pure.
 
 pub mod assets;
 pub mod conn;
 pub mod demo;
 pub mod handshake;
 pub mod http;
+pub mod ops;
 pub mod peer;
 pub mod runtime;
 pub mod status;

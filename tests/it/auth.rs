@@ -339,6 +339,19 @@ async fn publishing_needs_the_role_or_an_api_key() {
         .0,
         403
     );
+    // The role is checked before the body is read: a bad body is not looked at.
+    assert_eq!(
+        http_with(
+            srv.addr,
+            "POST",
+            "/api/publish",
+            &[("Authorization", &bearer)],
+            "{nope"
+        )
+        .await
+        .0,
+        403
+    );
 }
 
 #[tokio::test]

@@ -341,3 +341,51 @@ async fn error_for_a_huge_channel_name_is_cut_and_the_connection_lives() {
         assert_eq!(c.expect_type("pong").await["id"], 3);
     }
 }
+
+/// One admission for both transports (`server::ops::admit_publish`): a batch with a channel
+/// no pattern accepts is refused whole, as an error frame naming the channel in its field on
+/// WebSocket and as 400 naming it in the message over HTTP.
+#[tokio::test]
+async fn publish_to_an_unknown_channel_is_refused_whole_on_both_transports() {
+    let srv = TestServer::start(|c| {
+        c.rules = ChannelRules::new(vec![ChannelRule::new(
+            "trades.*",
+            ChannelPolicy::stream(10),
+        )
+        .unwrap()]);
+    });
+    let mut sub = Client::connect(&srv).await;
+    sub.subscribe(&["trades.A"]).await;
+    let mut c = Client::connect(&srv).await;
+    c.send(json!({"op":"publish","id":7,"events":[
+        {"channel":"trades.A","event":"e","data":1},
+        {"channel":"other.B","event":"e","data":2}]}))
+        .await;
+    let v = expect_error(&mut c, "unknown_channel").await;
+    assert_eq!(
+        (&v["id"], &v["channel"], &v["message"]),
+        (
+            &json!(7),
+            &json!("other.B"),
+            &json!("no channel pattern accepts this name")
+        ),
+        "{v}"
+    );
+    let body = json!({"events":[
+        {"channel":"trades.A","event":"e","data":1},
+        {"channel":"other.B","event":"e","data":2}]})
+    .to_string();
+    let (status, body) = http(srv.addr, "POST", "/api/publish", &body).await;
+    assert_eq!(status, 400, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["error"],
+        json!({"code":"unknown_channel","message":"no channel pattern accepts `other.B`"})
+    );
+    // Nothing of either batch went out: the next event on trades.A is its first.
+    c.send(json!({"op":"publish","id":8,"channel":"trades.A","event":"e","data":3}))
+        .await;
+    assert_eq!(c.expect_type("published").await["seq"], 1);
+    let e = sub.expect_type("event").await;
+    assert_eq!((&e["seq"], &e["data"]), (&json!(1), &json!(3)));
+}
