@@ -53,6 +53,7 @@ use quotecast::engine::outbound::{Outbound, QueueLimits, MAX_IOV};
 use quotecast::engine::ring::{Recovery, Ring};
 use quotecast::engine::shard::{home_of, EngineConfig, PubReply, Shard};
 use quotecast::engine::signal::Mesh;
+use quotecast::protocol::dialect::FormatSet;
 use quotecast::protocol::encode::{event_json, event_msgpack, EventParts};
 use quotecast::protocol::frame::{frame, OpCode};
 use quotecast::protocol::names::{check_channel, check_event};
@@ -99,7 +100,7 @@ fn event(seq: u64, channel: &Arc<str>) -> Arc<Event> {
         TS,
         std::time::Instant::now(),
         Bytes::from_static(QUOTE),
-        false,
+        FormatSet::EMPTY,
     ))
 }
 
@@ -115,7 +116,13 @@ fn bench_encode(c: &mut Criterion) {
     let channel: Arc<str> = CHANNEL.into();
     let data = Bytes::from_static(QUOTE);
     let now = std::time::Instant::now();
-    for (name, msgpack) in [("event_new_json", false), ("event_new_json_msgpack", true)] {
+    for (name, eager) in [
+        ("event_new_json", FormatSet::EMPTY),
+        (
+            "event_new_json_msgpack",
+            FormatSet::EMPTY.with(Format::Msgpack),
+        ),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 Event::new(
@@ -125,7 +132,7 @@ fn bench_encode(c: &mut Criterion) {
                     TS,
                     now,
                     data.clone(),
-                    msgpack,
+                    eager,
                 )
             })
         });

@@ -15,7 +15,9 @@
 //! - [`protocol`] (core): the wire. Channel/event name rules, RFC 6455 framing (server
 //!   frames built once into shared `Bytes`; a strict in-place decoder for client frames),
 //!   close codes, client op parsing for JSON and MessagePack, what both formats can carry
-//!   (`protocol::compat`), reply and event encoding.
+//!   (`protocol::compat`), reply and event encoding, and the dialect seam
+//!   (`protocol::dialect`: how each wire frames events, says replies and parses ops; a new
+//!   wire protocol is a new `Format` with an arm there).
 //! - [`engine`] (core): channel policies by pattern, per-channel ring buffers and sequence
 //!   numbers, encode-once events, per-connection outbound queues with conflation and the
 //!   slow-consumer rule, sessions (`engine::session`: a connection as the engine sees it),

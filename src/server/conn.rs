@@ -19,9 +19,9 @@ use super::ops;
 use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::engine::session::SessionState as PeerState;
-use crate::protocol::encode::{reply, Welcome};
+use crate::protocol::dialect::Reply;
+use crate::protocol::encode::Welcome;
 use crate::protocol::frame::{close_frame, frame, Message, OpCode};
-use crate::protocol::op::{parse_json, parse_msgpack};
 use crate::protocol::CloseCode;
 
 /// How long a closing connection may take to flush its close frame and say goodbye.
@@ -51,18 +51,15 @@ pub fn open(
         shard.commit();
     }
     let user = peer.identity.borrow().user.clone();
-    let welcome = reply(
-        peer.format,
-        &Welcome {
-            kind: "welcome",
-            protocol: 1,
-            conn_id: &peer.conn_id(),
-            user: user.as_deref(),
-            heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
-            format: peer.format.as_str(),
-            server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
-        },
-    );
+    let welcome = peer.format.reply(&Reply::Welcome(Welcome {
+        kind: "welcome",
+        protocol: 1,
+        conn_id: &peer.conn_id(),
+        user: user.as_deref(),
+        heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
+        format: peer.format.as_str(),
+        server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
+    }));
     peer.out.borrow_mut().push_control(welcome);
     if !leftover.is_empty() && !peer.is_closing() {
         let mut buf = leftover.to_vec();
@@ -299,8 +296,8 @@ fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool
         return false;
     }
     match msg {
-        Message::Text(t) => ops::handle(ctx, peer, parse_json(t)),
-        Message::Binary(b) => ops::handle(ctx, peer, parse_msgpack(b)),
+        Message::Text(t) => ops::handle(ctx, peer, peer.format.parse_op(false, t)),
+        Message::Binary(b) => ops::handle(ctx, peer, peer.format.parse_op(true, b)),
         Message::Ping(p) => {
             peer.out.borrow_mut().push_control(frame(OpCode::Pong, p));
             ctx.shard.borrow_mut().mark_dirty(peer);

@@ -21,7 +21,8 @@ use super::runtime::ShardCtx;
 use crate::auth::{can_subscribe, Denied, Identity, Role};
 use crate::engine::channel::{ChannelKind, ChannelRules};
 use crate::engine::shard::{Overloaded, PubReply};
-use crate::protocol::encode::{self, reply, Authenticated, Pong, Unsubscribed};
+use crate::protocol::dialect::Reply;
+use crate::protocol::encode::{self, Authenticated, Pong, Unsubscribed};
 use crate::protocol::names::check_channel;
 use crate::protocol::op::{Id, Op, OpError, PubEvent, Since};
 use crate::protocol::CloseCode;
@@ -171,14 +172,11 @@ pub fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
         Op::Unsubscribe { id, channels } => unsubscribe(ctx, peer, id.as_ref(), &channels),
         Op::Publish { id, events, single } => publish_op(ctx, peer, id, events, single),
         Op::Ping { id } => {
-            let f = reply(
-                peer.format,
-                &Pong {
-                    kind: "pong",
-                    id: id.as_ref(),
-                    ts: crate::clock::now_ns(),
-                },
-            );
+            let f = peer.format.reply(&Reply::Pong(Pong {
+                kind: "pong",
+                id: id.as_ref(),
+                ts: crate::clock::now_ns(),
+            }));
             send(ctx, peer, f);
         }
         Op::Auth { id, token } => authenticate(ctx, peer, id.as_ref(), &token),
@@ -353,14 +351,11 @@ fn unsubscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, channels: &
             }
         }
     }
-    let f = reply(
-        peer.format,
-        &Unsubscribed {
-            kind: "unsubscribed",
-            id,
-            channels: removed,
-        },
-    );
+    let f = peer.format.reply(&Reply::Unsubscribed(Unsubscribed {
+        kind: "unsubscribed",
+        id,
+        channels: removed,
+    }));
     send(ctx, peer, f);
 }
 
@@ -503,25 +498,19 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
         send(
             ctx,
             peer,
-            reply(
-                peer.format,
-                &Unsubscribed {
-                    kind: "unsubscribed",
-                    id: None,
-                    channels: list,
-                },
-            ),
+            peer.format.reply(&Reply::Unsubscribed(Unsubscribed {
+                kind: "unsubscribed",
+                id: None,
+                channels: list,
+            })),
         );
     }
-    let f = reply(
-        peer.format,
-        &Authenticated {
-            kind: "authenticated",
-            id,
-            user: user.as_deref(),
-            exp,
-        },
-    );
+    let f = peer.format.reply(&Reply::Authenticated(Authenticated {
+        kind: "authenticated",
+        id,
+        user: user.as_deref(),
+        exp,
+    }));
     send(ctx, peer, f);
 }
 

@@ -7,10 +7,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::protocol::encode::{event_json, event_msgpack, EventParts};
+use std::sync::OnceLock;
+
+use crate::protocol::dialect::FormatSet;
+use crate::protocol::encode::EventParts;
 use crate::protocol::Format;
 
-/// One event with its ready-to-write frames.
+/// One event with its ready-to-write frames, one per dialect, each encoded at most once.
 #[derive(Debug)]
 pub struct Event {
     /// Channel name.
@@ -25,15 +28,15 @@ pub struct Event {
     pub ingest: Instant,
     /// Canonical JSON payload.
     pub data: Bytes,
-    /// Complete JSON text frame.
-    pub json: Bytes,
-    /// Complete MessagePack binary frame, when a msgpack subscriber existed at publish time.
-    pub msgpack: Option<Bytes>,
+    /// The complete frame per dialect (`Format::index`): encoded on the home shard for the
+    /// dialects subscribed at publish time, otherwise by the first shard or replay that
+    /// needs it, and shared from then on.
+    frames: [OnceLock<Bytes>; Format::COUNT],
 }
 
 impl Event {
-    /// Builds an event ingested at `ingest`, encoding JSON always and MessagePack when
-    /// `with_msgpack`.
+    /// Builds an event ingested at `ingest`, encoding its frame for JSON and for every
+    /// dialect in `eager` (those with subscribers now).
     pub fn new(
         channel: Arc<str>,
         event: Box<str>,
@@ -41,64 +44,49 @@ impl Event {
         ts: u64,
         ingest: Instant,
         data: Bytes,
-        with_msgpack: bool,
+        eager: FormatSet,
     ) -> Self {
-        let parts = EventParts {
-            channel: &channel,
-            event: &event,
-            seq,
-            ts,
-            data: &data,
-        };
-        let json = event_json(parts);
-        let msgpack = with_msgpack.then(|| msgpack_frame(parts));
-        Event {
-            channel: channel.clone(),
+        let ev = Event {
+            channel,
             event,
             seq,
             ts,
             ingest,
             data,
-            json,
-            msgpack,
+            frames: Default::default(),
+        };
+        for f in Format::ALL {
+            if f == Format::Json || eager.contains(f) {
+                ev.frame(f);
+            }
+        }
+        ev
+    }
+
+    fn parts(&self) -> EventParts<'_> {
+        EventParts {
+            channel: &self.channel,
+            event: &self.event,
+            seq: self.seq,
+            ts: self.ts,
+            data: &self.data,
         }
     }
 
-    /// The frame for `fmt`. A msgpack frame missing because no msgpack subscriber existed at
-    /// publish time (replay to a newer one) is encoded now: a per-subscriber encode, but only
-    /// on the replay path.
+    /// The frame for dialect `fmt`, encoded now if no one needed it before (a replay to a
+    /// subscriber of a dialect nobody had at publish time): once per event and dialect.
+    #[inline]
     pub fn frame(&self, fmt: Format) -> Bytes {
-        match fmt {
-            Format::Json => self.json.clone(),
-            Format::Msgpack => match &self.msgpack {
-                Some(b) => b.clone(),
-                None => msgpack_frame(EventParts {
-                    channel: &self.channel,
-                    event: &self.event,
-                    seq: self.seq,
-                    ts: self.ts,
-                    data: &self.data,
-                }),
-            },
-        }
+        self.frames[fmt.index()]
+            .get_or_init(|| fmt.encode_event(self.parts()))
+            .clone()
     }
-}
 
-/// The event's MessagePack frame. Ingress refuses `data` that MessagePack cannot carry
-/// (`protocol::compat::check_json_data`), and cluster nodes only relay data that passed it,
-/// so transcoding does not fail. Should it ever (a bug, or a foreign writer to Redis), a
-/// msgpack subscriber still gets a MessagePack frame, with `data: nil`, never a JSON one.
-fn msgpack_frame(parts: EventParts<'_>) -> Bytes {
-    event_msgpack(parts).unwrap_or_else(|e| {
-        tracing::error!(channel = parts.channel, seq = parts.seq, error = %e,
-            "event data cannot be sent as MessagePack; sending nil");
-        // Invariant: `null` always transcodes, and writes into a Vec cannot fail.
-        event_msgpack(EventParts {
-            data: b"null",
-            ..parts
-        })
-        .expect("a null payload encodes")
-    })
+    /// The JSON frame (always encoded).
+    #[inline]
+    pub fn json(&self) -> Bytes {
+        self.frame(Format::Json)
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +96,7 @@ mod tests {
     /// Data that skipped ingress checks still reaches a msgpack subscriber as MessagePack.
     #[test]
     fn msgpack_frame_is_never_json() {
-        for with_msgpack in [true, false] {
+        for eager in [FormatSet::EMPTY.with(Format::Msgpack), FormatSet::EMPTY] {
             let ev = Event::new(
                 "c".into(),
                 "e".into(),
@@ -116,13 +104,31 @@ mod tests {
                 2,
                 std::time::Instant::now(),
                 Bytes::from_static(br#"{"x":1e400}"#),
-                with_msgpack,
+                eager,
             );
             let f = ev.frame(Format::Msgpack);
             assert_eq!(f[0], 0x82, "a binary frame");
             let v: serde_json::Value = rmp_serde::from_slice(&f[2..]).unwrap();
             assert_eq!(v["data"], serde_json::Value::Null);
             assert_eq!(v["seq"], 1);
+        }
+    }
+
+    /// A dialect's frame is encoded once and shared: the same bytes every time.
+    #[test]
+    fn each_dialect_is_encoded_once() {
+        let ev = Event::new(
+            "c".into(),
+            "e".into(),
+            1,
+            2,
+            std::time::Instant::now(),
+            Bytes::from_static(br#"{"x":1}"#),
+            FormatSet::EMPTY,
+        );
+        for f in Format::ALL {
+            let (a, b) = (ev.frame(f), ev.frame(f));
+            assert_eq!(a.as_ptr(), b.as_ptr(), "{f:?}");
         }
     }
 }

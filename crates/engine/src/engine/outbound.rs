@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::encode::{reply, Conflated};
+use crate::protocol::dialect::Reply;
+use crate::protocol::encode::Conflated;
 use crate::protocol::Format;
 
 /// Quotes are moved from their slots into the wire queue only while fewer committed bytes
@@ -382,15 +383,12 @@ impl Outbound {
                 continue;
             };
             if let Some((from, to)) = s.replaced.take() {
-                let notice = reply(
-                    self.format,
-                    &Conflated {
-                        kind: "conflated",
-                        channel: &s.channel,
-                        from,
-                        to,
-                    },
-                );
+                let notice = self.format.reply(&Reply::Conflated(Conflated {
+                    kind: "conflated",
+                    channel: &s.channel,
+                    from,
+                    to,
+                }));
                 self.wire_bytes += notice.len();
                 self.wire.push_back(Rc::new(notice));
                 self.pushed = self.pushed.wrapping_add(1);

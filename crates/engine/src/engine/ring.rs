@@ -99,7 +99,7 @@ mod tests {
             0,
             std::time::Instant::now(),
             Bytes::from_static(b"1"),
-            false,
+            crate::protocol::dialect::FormatSet::EMPTY,
         ))
     }
 

@@ -31,7 +31,9 @@ use super::ring::{Recovery, Ring};
 use super::session::Session;
 use super::signal::Mesh;
 use super::stats::{ShardSnapshot, ShardStats, LATENCY_BUCKETS_NS};
-use crate::protocol::encode::{self, reply, Subscribed};
+use crate::protocol::dialect::FormatSet;
+use crate::protocol::dialect::Reply;
+use crate::protocol::encode::{self, Subscribed};
 use crate::protocol::frame::close_frame;
 use crate::protocol::op::{Id, PubEvent, Since};
 use crate::protocol::{CloseCode, Format};
@@ -270,8 +272,9 @@ struct Owned {
     kind: ChannelKind,
     /// Subscriptions per shard.
     interest: Vec<u32>,
-    /// MessagePack subscriptions across all shards.
-    msgpack: u32,
+    /// Subscriptions across all shards, per dialect (`Format::index`): the home shard
+    /// encodes an event's frame for each dialect that has any.
+    dialects: [u32; Format::COUNT],
 }
 
 /// One subscription of one local connection. Kept to 48 bytes (64 with its `Rc`): an
@@ -532,7 +535,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                     ts,
                     ingest,
                     pe.data,
-                    st.msgpack > 0,
+                    eager(&st.dialects),
                 ));
                 st.ring.push(ev.clone());
                 ev
@@ -586,21 +589,19 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         let mut bytes = 0u64;
         let mut conflated = 0u64;
         let mut overflowed: Vec<(Rc<C>, Overflow)> = Vec::new();
-        // One atomic reference per event per shard; per subscriber a plain `Rc` increment.
-        let json: Frame = Rc::new(ev.json.clone());
-        let mut msgpack: Option<Frame> = None;
+        // One atomic reference per event, dialect and shard; per subscriber a plain `Rc`
+        // increment.
+        let mut frames: [Option<Frame>; Format::COUNT] = Default::default();
         for sub in &ch.subs {
             if sub.pending.get() || ev.seq <= sub.last_seq.get() {
                 continue;
             }
             sub.last_seq.set(ev.seq);
             let peer = &sub.peer;
-            let frame = match peer.format {
-                Format::Json => json.clone(),
-                Format::Msgpack => msgpack
-                    .get_or_insert_with(|| Rc::new(ev.frame(Format::Msgpack)))
-                    .clone(),
-            };
+            let frame = frames[peer.format.index()]
+                .get_or_insert_with(|| Rc::new(ev.frame(peer.format)))
+                .clone();
+            let len = frame.len() as u64;
             let pushed = {
                 let mut out = peer.out.borrow_mut();
                 match (ch.kind, sub.slot) {
@@ -619,7 +620,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 continue;
             }
             delivered += 1;
-            bytes += frame_len(peer.format, &json, &msgpack);
+            bytes += len;
             if !peer.dirty.replace(true) {
                 self.dirty.push(peer.clone());
             }
@@ -724,9 +725,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         });
         if req.new {
             st.interest[req.shard] += 1;
-            if req.format == Format::Msgpack {
-                st.msgpack += 1;
-            }
+            st.dialects[req.format.index()] += 1;
         }
         if let Some(cl) = cluster {
             if req.new {
@@ -812,7 +811,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         st.seq = raw.seq;
         self.stats.messages_in.add(st.kind, 1);
         self.stats.bytes_in.add(st.kind, raw.data.len() as u64);
-        let ev = encode_raw(raw, self.now, st.msgpack > 0);
+        let ev = encode_raw(raw, self.now, eager(&st.dialects));
         st.ring.push(ev.clone());
         self.stats.published += 1;
         self.forward(&ev);
@@ -838,12 +837,12 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         st.epoch = msg.epoch.clone();
         st.seq = msg.seq;
         st.ring.clear();
-        let with_msgpack = st.msgpack > 0;
+        let with = eager(&st.dialects);
         for raw in msg.events {
             if raw.seq > msg.seq {
                 break;
             }
-            st.ring.push(encode_raw(raw, self.now, with_msgpack));
+            st.ring.push(encode_raw(raw, self.now, with));
         }
         let kind = st.kind;
         let interest: Vec<usize> = st
@@ -889,26 +888,23 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             .filter(|s| !s.pending.get())
             .cloned()
             .collect();
-        let mut frames: [Option<Bytes>; 2] = [None, None];
+        let mut frames: [Option<Bytes>; Format::COUNT] = Default::default();
         let mut overflowed = Vec::new();
         for sub in subs {
             let peer = &sub.peer;
-            let i = (peer.format == Format::Msgpack) as usize;
+            let i = peer.format.index();
             let frame = frames[i]
                 .get_or_insert_with(|| {
-                    reply(
-                        peer.format,
-                        &Subscribed {
-                            kind: "subscribed",
-                            id: None,
-                            channel,
-                            channel_kind: kind.as_str(),
-                            seq,
-                            epoch,
-                            recovered: Some(false),
-                            resync: true,
-                        },
-                    )
+                    peer.format.reply(&Reply::Subscribed(Subscribed {
+                        kind: "subscribed",
+                        id: None,
+                        channel,
+                        channel_kind: kind.as_str(),
+                        seq,
+                        epoch,
+                        recovered: Some(false),
+                        resync: true,
+                    }))
                 })
                 .clone();
             if let Err(why) = peer.reply(frame) {
@@ -962,19 +958,16 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             }
             return;
         };
-        let ack = reply(
-            peer.format,
-            &Subscribed {
-                kind: "subscribed",
-                id: resp.id.as_ref(),
-                channel: &resp.channel,
-                channel_kind: resp.kind.as_str(),
-                seq: resp.seq,
-                epoch: &resp.epoch,
-                recovered: resp.recovered,
-                resync: false,
-            },
-        );
+        let ack = peer.format.reply(&Reply::Subscribed(Subscribed {
+            kind: "subscribed",
+            id: resp.id.as_ref(),
+            channel: &resp.channel,
+            channel_kind: resp.kind.as_str(),
+            seq: resp.seq,
+            epoch: &resp.epoch,
+            recovered: resp.recovered,
+            resync: false,
+        }));
         let now = self.now;
         let queued = {
             let mut out = peer.out.borrow_mut();
@@ -1026,9 +1019,8 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
     fn on_unsubscribe(&mut self, channel: &Arc<str>, shard: usize, format: Format) {
         if let Some(st) = self.owned.get_mut(channel) {
             st.interest[shard] = st.interest[shard].saturating_sub(1);
-            if format == Format::Msgpack {
-                st.msgpack = st.msgpack.saturating_sub(1);
-            }
+            let n = &mut st.dialects[format.index()];
+            *n = n.saturating_sub(1);
             let watched: u32 = st.interest.iter().sum();
             if let Some(cl) = &self.cfg.cluster {
                 cl.subscribers(channel.clone(), watched);
@@ -1129,25 +1121,19 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
 
     /// Tells every connection the server is going away, then closes it with 1012.
     pub fn shutdown_all(&mut self, reconnect_ms: u64) {
-        let notice = |fmt| {
-            reply(
-                fmt,
-                &encode::Shutdown {
-                    kind: "server_shutdown",
-                    reconnect_ms,
-                    message: "server restarting",
-                },
-            )
+        let notice = |fmt: Format| {
+            fmt.reply(&Reply::Shutdown(encode::Shutdown {
+                kind: "server_shutdown",
+                reconnect_ms,
+                message: "server restarting",
+            }))
         };
-        let (json, mp) = (notice(Format::Json), notice(Format::Msgpack));
+        let notices = Format::ALL.map(notice);
         let peers: Vec<_> = self.conns.values().cloned().collect();
         for p in peers {
-            let n = if p.format == Format::Json {
-                json.clone()
-            } else {
-                mp.clone()
-            };
-            p.out.borrow_mut().push_control(n);
+            p.out
+                .borrow_mut()
+                .push_control(notices[p.format.index()].clone());
             self.close_peer(&p, CloseCode::ServerRestart, "server restart", false);
         }
     }
@@ -1225,13 +1211,12 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
     }
 }
 
-/// The size of the frame a subscriber of `format` was just handed.
-#[inline]
-fn frame_len(format: Format, json: &Frame, msgpack: &Option<Frame>) -> u64 {
-    match (format, msgpack) {
-        (Format::Msgpack, Some(m)) => m.len() as u64,
-        _ => json.len() as u64,
-    }
+/// The dialects to encode an event for on its home shard: those with subscribers.
+fn eager(dialects: &[u32; Format::COUNT]) -> FormatSet {
+    Format::ALL
+        .into_iter()
+        .filter(|f| dialects[f.index()] > 0)
+        .fold(FormatSet::EMPTY, FormatSet::with)
 }
 
 impl<C: Deref<Target = Session<C>>> Shard<C> {
@@ -1282,7 +1267,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
 }
 
 /// Cluster mode: an event sequenced in Redis, encoded once on its home shard.
-fn encode_raw(raw: RawEvent, ingest: Instant, with_msgpack: bool) -> Arc<Event> {
+fn encode_raw(raw: RawEvent, ingest: Instant, eager: FormatSet) -> Arc<Event> {
     Arc::new(Event::new(
         raw.channel,
         raw.event,
@@ -1290,7 +1275,7 @@ fn encode_raw(raw: RawEvent, ingest: Instant, with_msgpack: bool) -> Arc<Event> 
         raw.ts,
         ingest,
         raw.data,
-        with_msgpack,
+        eager,
     ))
 }
 
@@ -1319,7 +1304,7 @@ fn new_owned(
         ring: Ring::new(policy.history),
         kind: policy.kind,
         interest: vec![0; shards],
-        msgpack: 0,
+        dialects: [0; Format::COUNT],
     }
 }
 

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::dialect::Reply;
 use super::frame::{FrameBuf, OpCode};
 use super::op::Id;
 
@@ -109,8 +110,9 @@ impl From<rmp::encode::ValueWriteError> for EncodeError {
     }
 }
 
-/// Encodes a per-connection reply (welcome, ack, error, pong, ...) in `fmt`.
-pub fn reply<T: Serialize>(fmt: Format, msg: &T) -> Bytes {
+/// Encodes a protocol v1 reply (welcome, ack, error, pong, ...) in `fmt`: the v1 arm of
+/// [`Format::reply`](super::dialect), which is what callers use.
+pub(crate) fn v1_reply<T: Serialize>(fmt: Format, msg: &T) -> Bytes {
     let mut fb = FrameBuf::with_capacity(128);
     match fmt {
         Format::Json => {
@@ -303,16 +305,13 @@ pub fn error(
     channel: Option<&str>,
     message: &str,
 ) -> Bytes {
-    reply(
-        fmt,
-        &ErrorMsg {
-            kind: "error",
-            id,
-            code,
-            channel: channel.map(echo).as_deref(),
-            message: &echo(message),
-        },
-    )
+    fmt.reply(&Reply::Error(ErrorMsg {
+        kind: "error",
+        id,
+        code,
+        channel: channel.map(echo).as_deref(),
+        message: &echo(message),
+    }))
 }
 
 /// Encodes the `published` ack for a finished publish.
@@ -333,7 +332,7 @@ pub fn published_frame(fmt: Format, id: &Id, single: Option<&str>, seqs: &[u64])
             seqs: Some(seqs),
         },
     };
-    reply(fmt, &msg)
+    fmt.reply(&Reply::Published(msg))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod close;
 pub mod compat;
+pub mod dialect;
 pub mod encode;
 pub mod frame;
 pub mod names;

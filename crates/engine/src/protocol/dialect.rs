@@ -1,0 +1,141 @@
+//! The dialect seam (protocol layer): everything that differs between wire protocols goes
+//! through [`Format`], the connection's dialect and encoding, and nowhere else.
+//!
+//! - how an event is framed: [`Format::encode_event`], called at most once per event per
+//!   dialect actually subscribed (the engine caches the frame in the event and every
+//!   subscriber of that dialect, on every shard, shares it);
+//! - how the server's messages look: [`Format::reply`] maps a [`Reply`] (what the engine or
+//!   the server means: subscribed, conflated, published, error, ...) to a frame, or to
+//!   nothing where a dialect has no such message;
+//! - how a client's data message becomes an op: [`Format::parse_op`].
+//!
+//! Protocol v1 has two encodings of one dialect (JSON text, MessagePack binary). A new wire
+//! protocol (Pusher: `data` carried as a JSON *string*; Socket.IO: `42["event",{...}]`
+//! inside Engine.IO) is a new `Format` variant with an arm in each of these three
+//! functions; sessions, channels, rings, conflation and the encode-once fan-out stay as
+//! they are.
+
+use bytes::Bytes;
+
+use super::encode::{
+    event_json, event_msgpack, v1_reply, Authenticated, Conflated, ErrorMsg, EventParts, Format,
+    Pong, Published, Shutdown, Subscribed, Unsubscribed, Welcome,
+};
+use super::op::{parse_json, parse_msgpack, Op, ParseFailure};
+
+/// A message from the server to one connection, as the engine and the server mean it; the
+/// dialect decides its shape on the wire.
+#[derive(Debug)]
+pub enum Reply<'a> {
+    /// The connection is open.
+    Welcome(Welcome<'a>),
+    /// A subscribe was answered (or an unasked resync).
+    Subscribed(Subscribed<'a>),
+    /// An unsubscribe was answered.
+    Unsubscribed(Unsubscribed<'a>),
+    /// A publish was sequenced.
+    Published(Published<'a>),
+    /// A ping was answered.
+    Pong(Pong<'a>),
+    /// An op was refused.
+    Error(ErrorMsg<'a>),
+    /// An `auth` op was accepted.
+    Authenticated(Authenticated<'a>),
+    /// Quotes were replaced before reaching this subscriber.
+    Conflated(Conflated<'a>),
+    /// The server is going away.
+    Shutdown(Shutdown<'a>),
+}
+
+/// A set of dialects (which frames an event should carry from the start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FormatSet(u8);
+
+impl FormatSet {
+    /// No dialect.
+    pub const EMPTY: FormatSet = FormatSet(0);
+
+    /// This set with `f`.
+    pub fn with(self, f: Format) -> FormatSet {
+        FormatSet(self.0 | 1 << f.index())
+    }
+
+    /// Whether `f` is in the set.
+    pub fn contains(self, f: Format) -> bool {
+        self.0 & (1 << f.index()) != 0
+    }
+}
+
+impl Format {
+    /// How many dialects there are (the size of per-dialect tables).
+    pub const COUNT: usize = 2;
+
+    /// Every dialect, in index order.
+    pub const ALL: [Format; Format::COUNT] = [Format::Json, Format::Msgpack];
+
+    /// This dialect's index in per-dialect tables.
+    #[inline]
+    pub fn index(self) -> usize {
+        match self {
+            Format::Json => 0,
+            Format::Msgpack => 1,
+        }
+    }
+
+    /// The complete frame of an event in this dialect. Never fails: data that slipped past
+    /// ingress checks reaches a MessagePack subscriber with `data: nil`, never as JSON.
+    pub fn encode_event(self, parts: EventParts<'_>) -> Bytes {
+        match self {
+            Format::Json => event_json(parts),
+            Format::Msgpack => event_msgpack(parts).unwrap_or_else(|e| {
+                tracing::error!(channel = parts.channel, seq = parts.seq, error = %e,
+                    "event data cannot be sent as MessagePack; sending nil");
+                // Invariant: `null` always transcodes, and writes into a Vec cannot fail.
+                event_msgpack(EventParts {
+                    data: b"null",
+                    ..parts
+                })
+                .expect("a null payload encodes")
+            }),
+        }
+    }
+
+    /// The frame of `r` in this dialect (every message of v1 exists in both encodings).
+    pub fn reply(self, r: &Reply<'_>) -> Bytes {
+        match r {
+            Reply::Welcome(m) => v1_reply(self, m),
+            Reply::Subscribed(m) => v1_reply(self, m),
+            Reply::Unsubscribed(m) => v1_reply(self, m),
+            Reply::Published(m) => v1_reply(self, m),
+            Reply::Pong(m) => v1_reply(self, m),
+            Reply::Error(m) => v1_reply(self, m),
+            Reply::Authenticated(m) => v1_reply(self, m),
+            Reply::Conflated(m) => v1_reply(self, m),
+            Reply::Shutdown(m) => v1_reply(self, m),
+        }
+    }
+
+    /// Parses a client's data message (`binary`: a binary frame, else text). In v1 a
+    /// connection of either encoding may send ops in either: JSON text or MessagePack
+    /// binary.
+    pub fn parse_op(self, binary: bool, payload: &[u8]) -> Result<Op, ParseFailure> {
+        match (self, binary) {
+            (Format::Json | Format::Msgpack, false) => parse_json(payload),
+            (Format::Json | Format::Msgpack, true) => parse_msgpack(payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_the_table() {
+        for (i, f) in Format::ALL.into_iter().enumerate() {
+            assert_eq!(f.index(), i);
+        }
+        let s = FormatSet::EMPTY.with(Format::Msgpack);
+        assert!(s.contains(Format::Msgpack) && !s.contains(Format::Json));
+    }
+}
