@@ -32,6 +32,12 @@ pub const COMMIT_WATERMARK: usize = 64 * 1024;
 /// flush (256 × 16 bytes), not in the connection.
 pub const MAX_IOV: usize = 256;
 
+/// A time on the engine's monotonic clock, in microseconds since an origin of the caller's
+/// choosing (the shard's first `set_now`). Integers, so that the slow-consumer checks on
+/// every queued frame are a compare, not `Instant` arithmetic: measured on the broadcast
+/// scenario, `Instant`/`Duration` arithmetic per push cost ~10% more server CPU.
+pub type Micros = u64;
+
 /// A queued frame: the encoded bytes behind a shard-local reference count. A shard wraps an
 /// event's shared `Bytes` once and hands every local subscriber a plain (non-atomic)
 /// reference: measured with `perf` on the broadcast scenario, the atomic increment and
@@ -139,9 +145,9 @@ pub struct Outbound {
     /// Frames ever put in `wire` (wrapping): `pushed - wire.len()` is the head's index.
     pushed: u32,
     /// When stream frames were queued: `(index of the first frame queued at or after the
-    /// instant, instant)`, oldest first; the first mark dates the head frame from below.
+    /// time, time in µs)`, oldest first; the first mark dates the head frame from below.
     /// Empty when nothing waits.
-    marks: VecDeque<(u32, Instant)>,
+    marks: VecDeque<(u32, Micros)>,
     closing: bool,
 }
 
@@ -166,16 +172,22 @@ impl Outbound {
 
     /// Queues a stream event's frame at `now`: it must not be conflated or dropped. Refused
     /// when the backlog's oldest frame has waited past `max_lag`, or the queue is at a cap.
-    pub fn push(&mut self, frame: impl Into<Frame>, now: Instant) -> Result<(), Overflow> {
+    pub fn push(&mut self, frame: impl Into<Frame>, now: Micros) -> Result<(), Overflow> {
         let frame = frame.into();
         if self.closing {
             return Ok(());
         }
         self.admit(frame.len())?;
-        if self.is_lagging(now) {
-            return Err(Overflow::Lagging);
+        if self.wire.is_empty() {
+            // The common case, a reader that keeps up: nothing waits, so nothing is late,
+            // and this frame starts the backlog's first mark.
+            self.marks.push_back((self.pushed, now));
+        } else {
+            if self.is_lagging(now) {
+                return Err(Overflow::Lagging);
+            }
+            self.mark(now);
         }
-        self.mark(now);
         self.enqueue(frame);
         Ok(())
     }
@@ -219,12 +231,12 @@ impl Outbound {
     /// Dates the frame about to be queued: a new mark when the backlog was empty or the
     /// last mark is older than the resolution.
     #[inline]
-    fn mark(&mut self, now: Instant) {
+    fn mark(&mut self, now: Micros) {
         let fresh = match self.marks.back() {
             None => true,
             Some(&(_, t)) => {
                 self.marks.len() < MAX_MARKS
-                    && now.saturating_duration_since(t) >= self.limits.max_lag() / MARK_SLICES
+                    && now.saturating_sub(t) >= (self.limits.max_lag_us / MARK_SLICES) as u64
             }
         };
         if fresh {
@@ -234,16 +246,21 @@ impl Outbound {
 
     /// How long the oldest unsent stream frame has waited (overstated by at most
     /// `max_lag / 16`); zero when none waits.
-    pub fn lag(&self, now: Instant) -> Duration {
+    pub fn lag(&self, now: Micros) -> Duration {
+        Duration::from_micros(self.lag_us(now))
+    }
+
+    #[inline]
+    fn lag_us(&self, now: Micros) -> u64 {
         match self.marks.front() {
-            Some(&(_, t)) if !self.wire.is_empty() => now.saturating_duration_since(t),
-            _ => Duration::ZERO,
+            Some(&(_, t)) if !self.wire.is_empty() => now.saturating_sub(t),
+            _ => 0,
         }
     }
 
     /// Whether the oldest unsent stream frame has waited past `max_lag`.
-    pub fn is_lagging(&self, now: Instant) -> bool {
-        self.lag(now) > self.limits.max_lag()
+    pub fn is_lagging(&self, now: Micros) -> bool {
+        self.lag_us(now) > self.limits.max_lag_us as u64
     }
 
     /// Allocates a conflation slot for a subscription to `channel`.
@@ -546,8 +563,8 @@ mod tests {
     #[test]
     fn stream_frames_keep_order_and_partial_writes_resume() {
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from_static(b"aaa"), Instant::now()).unwrap();
-        o.push(Bytes::from_static(b"bbb"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"aaa"), 0).unwrap();
+        o.push(Bytes::from_static(b"bbb"), 0).unwrap();
         o.advance(2);
         let mut sl = [IoSlice::new(&[]); MAX_IOV];
         let n = o.slices(&mut sl);
@@ -561,18 +578,12 @@ mod tests {
     fn overflow_on_frames_and_bytes() {
         let mut o = Outbound::new(Format::Json, lim());
         for _ in 0..4 {
-            o.push(Bytes::from_static(b"x"), Instant::now()).unwrap();
+            o.push(Bytes::from_static(b"x"), 0).unwrap();
         }
-        assert_eq!(
-            o.push(Bytes::from_static(b"x"), Instant::now()),
-            Err(Overflow::Full)
-        );
+        assert_eq!(o.push(Bytes::from_static(b"x"), 0), Err(Overflow::Full));
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from(vec![0u8; 90]), Instant::now()).unwrap();
-        assert_eq!(
-            o.push(Bytes::from(vec![0u8; 11]), Instant::now()),
-            Err(Overflow::Full)
-        );
+        o.push(Bytes::from(vec![0u8; 90]), 0).unwrap();
+        assert_eq!(o.push(Bytes::from(vec![0u8; 11]), 0), Err(Overflow::Full));
     }
 
     #[test]
@@ -603,7 +614,7 @@ mod tests {
         let mut o = Outbound::new(Format::Json, lim());
         let s = o.add_slot("quotes.A".into(), None);
         o.offer(s, Bytes::from_static(b"Q"), 1, now);
-        o.push(Bytes::from_static(b"O"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"O"), 0).unwrap();
         o.commit(now);
         assert_eq!(drain(&mut o), b"OQ");
     }
@@ -619,8 +630,7 @@ mod tests {
                 max_lag: Duration::from_secs(5),
             },
         );
-        o.push(Bytes::from(vec![0u8; COMMIT_WATERMARK]), Instant::now())
-            .unwrap();
+        o.push(Bytes::from(vec![0u8; COMMIT_WATERMARK]), 0).unwrap();
         let s = o.add_slot("q.A".into(), None);
         o.offer(s, Bytes::from_static(b"Q"), 1, now);
         o.commit(now);
@@ -673,11 +683,11 @@ mod tests {
     #[test]
     fn close_discards_backlog_but_finishes_partial_frame() {
         let mut o = Outbound::new(Format::Json, lim());
-        o.push(Bytes::from_static(b"abc"), Instant::now()).unwrap();
-        o.push(Bytes::from_static(b"def"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"abc"), 0).unwrap();
+        o.push(Bytes::from_static(b"def"), 0).unwrap();
         o.advance(1);
         o.close(Bytes::from_static(b"C"), true);
-        o.push(Bytes::from_static(b"late"), Instant::now()).unwrap();
+        o.push(Bytes::from_static(b"late"), 0).unwrap();
         assert_eq!(drain(&mut o), b"bcC");
         assert!(o.is_closing());
     }
@@ -708,28 +718,28 @@ mod tests {
     fn a_burst_drained_in_milliseconds_is_never_lagging() {
         // 200 KB arrives at once; the reader takes 5 ms to drain it, in 1 KB steps, while
         // more events keep arriving. Far below the lag: never refused, whatever the size.
-        let t0 = Instant::now();
+        let t0: Micros = 0;
         let mut o = Outbound::new(Format::Json, big());
         for _ in 0..200 {
             o.push(Bytes::from(vec![1u8; 1000]), t0).unwrap();
         }
         for step in 0..200u64 {
-            let now = t0 + Duration::from_micros(25 * step);
+            let now = t0 + 25 * step;
             write(&mut o, 1000);
             o.push(Bytes::from(vec![2u8; 100]), now).unwrap();
             assert!(o.lag(now) <= Duration::from_millis(5), "{:?}", o.lag(now));
         }
         write(&mut o, usize::MAX);
-        assert_eq!(o.lag(t0 + Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(o.lag(t0 + 60_000_000), Duration::ZERO);
     }
 
     #[test]
     fn a_reader_that_keeps_up_with_a_standing_backlog_is_not_lagging() {
         // Always ~100 frames behind, but each frame waits only ~100 ms: not slow.
-        let t0 = Instant::now();
+        let t0: Micros = 0;
         let mut o = Outbound::new(Format::Json, big());
         for ms in 0..5_000u64 {
-            let now = t0 + Duration::from_millis(ms);
+            let now = t0 + ms * 1000;
             o.push(Bytes::from_static(b"e"), now).unwrap();
             if ms >= 100 {
                 write(&mut o, 1);
@@ -740,13 +750,13 @@ mod tests {
 
     #[test]
     fn a_stalled_reader_lags_out_and_a_slow_one_too() {
-        let t0 = Instant::now();
+        let t0: Micros = 0;
         let lim = big();
         // Stalled: nothing written.
         let mut o = Outbound::new(Format::Json, lim);
         o.push(Bytes::from_static(b"a"), t0).unwrap();
-        assert!(!o.is_lagging(t0 + lim.max_lag));
-        let late = t0 + lim.max_lag + Duration::from_millis(1);
+        assert!(!o.is_lagging(t0 + lim.max_lag.as_micros() as u64));
+        let late = t0 + lim.max_lag.as_micros() as u64 + 1000;
         assert!(o.is_lagging(late));
         assert_eq!(
             o.push(Bytes::from_static(b"b"), late),
@@ -757,7 +767,7 @@ mod tests {
         let mut o = Outbound::new(Format::Json, lim);
         let mut refused = None;
         for ms in 0..10_000u64 {
-            let now = t0 + Duration::from_millis(ms);
+            let now = t0 + ms * 1000;
             if o.push(Bytes::from_static(b"e"), now).is_err() {
                 refused = Some(ms);
                 break;
@@ -773,14 +783,14 @@ mod tests {
 
     #[test]
     fn replies_and_controls_are_not_refused_for_lag() {
-        let t0 = Instant::now();
+        let t0: Micros = 0;
         let mut o = Outbound::new(Format::Json, big());
         o.push(Bytes::from_static(b"a"), t0).unwrap();
-        assert!(o.is_lagging(t0 + Duration::from_secs(1)));
+        assert!(o.is_lagging(t0 + 1_000_000));
         o.push_reply(Bytes::from_static(b"r")).unwrap();
         o.push_control(Bytes::from_static(b"p"));
         assert_eq!(drain(&mut o), b"arp");
-        assert!(!o.is_lagging(t0 + Duration::from_secs(1)));
+        assert!(!o.is_lagging(t0 + 1_000_000));
     }
 
     #[test]

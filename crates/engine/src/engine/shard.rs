@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use super::event::Event;
-use super::outbound::{Frame, Overflow, QueueLimits};
+use super::outbound::{Frame, Micros, Overflow, QueueLimits};
 use super::port::{ClusterPort, RawEvent};
 use super::ring::{Recovery, Ring};
 use super::session::Session;
@@ -328,6 +328,10 @@ pub struct Shard<C> {
     /// The current instant, set by the caller ([`Shard::set_now`]): the engine never reads
     /// a clock.
     now: Instant,
+    /// `now` in µs since the first `set_now` (queues date frames in integers).
+    now_us: Micros,
+    /// The first instant set: the origin of `now_us`.
+    origin: Option<Instant>,
     /// The current wall-clock time, ns since the Unix epoch (events' `ts`).
     unix_ns: u64,
 }
@@ -365,6 +369,8 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             stats: ShardStats::default(),
             acks: Vec::new(),
             now: Instant::now(),
+            now_us: 0,
+            origin: None,
             unix_ns: 0,
         }
     }
@@ -374,7 +380,14 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
     /// sequenced here. Time is an input: a test may set any instant.
     pub fn set_now(&mut self, now: Instant, unix_ns: u64) {
         self.now = now;
+        self.now_us = self.micros(now);
         self.unix_ns = unix_ns;
+    }
+
+    /// `t` on the queues' clock: µs since the first instant set.
+    fn micros(&mut self, t: Instant) -> Micros {
+        let origin = *self.origin.get_or_insert(t);
+        t.saturating_duration_since(origin).as_micros() as Micros
     }
 
     /// The time last set.
@@ -584,7 +597,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         let Some(ch) = self.local.get(&ev.channel) else {
             return;
         };
-        let now = self.now;
+        let (now, now_us) = (self.now, self.now_us);
         let mut delivered = 0u64;
         let mut bytes = 0u64;
         let mut conflated = 0u64;
@@ -612,7 +625,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                         }
                         Ok(())
                     }
-                    _ => out.push(frame, now),
+                    _ => out.push(frame, now_us),
                 }
             };
             if let Err(why) = pushed {
@@ -968,13 +981,13 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             recovered: resp.recovered,
             resync: false,
         }));
-        let now = self.now;
+        let now_us = self.now_us;
         let queued = {
             let mut out = peer.out.borrow_mut();
             out.push_reply(ack).and_then(|()| {
                 resp.replay
                     .iter()
-                    .try_for_each(|ev| out.push(ev.frame(peer.format), now))
+                    .try_for_each(|ev| out.push(ev.frame(peer.format), now_us))
             })
         };
         sub.last_seq.set(sub.last_seq.get().max(resp.seq));
@@ -1085,6 +1098,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
     /// no new event came to refuse (a reader that stalled at the end of a burst). Readers of
     /// conflated channels only are left alone: their backlog is bounded by conflation.
     pub fn check_lag(&mut self, now: Instant) {
+        let now = self.micros(now);
         let lagging: Vec<Rc<C>> = self
             .conns
             .values()
