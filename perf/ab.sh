@@ -47,7 +47,7 @@ run() {
 ONLY="${4:-all}"
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 want broadcast && run broadcast-2M --scenario broadcast --rate 2000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
-want broadcast6 && run broadcast-6M --scenario broadcast --rate 6000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
+want broadcast && run broadcast-6M --scenario broadcast --rate 6000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
 want market && run market-500k --scenario market --rate 5000 --batch 5 --duration 5 --warmup 2
 want idle && run idle --scenario idle --duration 3
 want connect-storm && run connect-storm --scenario connect-storm --duration 1
