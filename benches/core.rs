@@ -675,7 +675,8 @@ fn bench_shards(c: &mut Criterion) {
                         .map(|id| {
                             let (mesh, cfg, start) = (mesh.clone(), cfg.clone(), &start);
                             s.spawn(move || {
-                                let mut shard: Shard<FakeConn> = Shard::new(id, cfg, mesh);
+                                let mut shard: Shard<FakeConn> =
+                                    Shard::new(id, cfg, mesh, Instant::now());
                                 let names = home_channels(id, n);
                                 let data = Bytes::from_static(QUOTE);
                                 start.wait();

@@ -374,7 +374,12 @@ fn shard_main(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let shard = ServerShard(Shard::new(id, shared.engine.clone(), shared.mesh.clone()));
+        let shard = ServerShard(Shard::new(
+            id,
+            shared.engine.clone(),
+            shared.mesh.clone(),
+            Instant::now(),
+        ));
         let ctx = Rc::new(ShardCtx {
             shard: RefCell::new(shard),
             shared: shared.clone(),

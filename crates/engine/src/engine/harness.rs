@@ -203,7 +203,7 @@ impl Harness {
         let now = Instant::now();
         let shards = (0..n)
             .map(|i| {
-                let mut s = Shard::new(i, cfg.clone(), mesh.clone());
+                let mut s = Shard::new(i, cfg.clone(), mesh.clone(), now);
                 s.set_now(now, 0);
                 s
             })

@@ -33,7 +33,7 @@ pub const COMMIT_WATERMARK: usize = 64 * 1024;
 pub const MAX_IOV: usize = 256;
 
 /// A time on the engine's monotonic clock, in microseconds since an origin of the caller's
-/// choosing (the shard's first `set_now`). Integers, so that the slow-consumer checks on
+/// choosing (the shard's creation). Integers, so that the slow-consumer checks on
 /// every queued frame are a compare, not `Instant` arithmetic: measured on the broadcast
 /// scenario, `Instant`/`Duration` arithmetic per push cost ~10% more server CPU.
 pub type Micros = u64;
@@ -470,6 +470,11 @@ impl Outbound {
                 // A quiet connection (welcome, acks, a ping now and then) holds no buffer at
                 // all; re-allocating a small one costs far less than the write that empties it.
                 self.wire = VecDeque::new();
+            }
+            // The time marks' buffer is kept while small (a stream subscriber's next event
+            // would allocate it again: measured, freeing it cost 20% of a one-event fan-out,
+            // `fanout/stream_1000` 114 vs 93 µs); after a backlog it is given back.
+            if self.marks.capacity() > 4 {
                 self.marks = VecDeque::new();
             }
         }

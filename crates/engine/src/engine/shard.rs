@@ -328,10 +328,10 @@ pub struct Shard<C> {
     /// The current instant, set by the caller ([`Shard::set_now`]): the engine never reads
     /// a clock.
     now: Instant,
-    /// `now` in µs since the first `set_now` (queues date frames in integers).
+    /// `now` in µs since `origin` (queues date frames in integers).
     now_us: Micros,
-    /// The first instant set: the origin of `now_us`.
-    origin: Option<Instant>,
+    /// The instant the shard was created at: the origin of `now_us`.
+    origin: Instant,
     /// The current wall-clock time, ns since the Unix epoch (events' `ts`).
     unix_ns: u64,
 }
@@ -347,8 +347,9 @@ pub fn home_of(channel: &str, shards: usize) -> usize {
 }
 
 impl<C: Deref<Target = Session<C>>> Shard<C> {
-    /// A shard with no channels and no connections.
-    pub fn new(id: usize, cfg: Arc<EngineConfig>, mesh: Arc<Mesh<ShardMsg>>) -> Self {
+    /// A shard with no channels and no connections, its clock set to `now` (and its events'
+    /// wall-clock time to 0 until [`Shard::set_now`]).
+    pub fn new(id: usize, cfg: Arc<EngineConfig>, mesh: Arc<Mesh<ShardMsg>>, now: Instant) -> Self {
         let n = mesh.len();
         Shard {
             id,
@@ -368,9 +369,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
             stats: ShardStats::default(),
             acks: Vec::new(),
-            now: Instant::now(),
+            now,
             now_us: 0,
-            origin: None,
+            origin: now,
             unix_ns: 0,
         }
     }
@@ -384,10 +385,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         self.unix_ns = unix_ns;
     }
 
-    /// `t` on the queues' clock: µs since the first instant set.
-    fn micros(&mut self, t: Instant) -> Micros {
-        let origin = *self.origin.get_or_insert(t);
-        t.saturating_duration_since(origin).as_micros() as Micros
+    /// `t` on the queues' clock: µs since the shard was created.
+    fn micros(&self, t: Instant) -> Micros {
+        t.saturating_duration_since(self.origin).as_micros() as Micros
     }
 
     /// The time last set.
@@ -1339,7 +1339,7 @@ mod tests {
             cluster: None,
         });
         let mut shard: Shard<crate::engine::harness::FakeConn> =
-            Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)));
+            Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)), Instant::now());
         for ns in [5_000, 30_000, 30_000, 2_000_000_000, 30_000_000_000] {
             shard.latency.record(ns).unwrap();
         }
