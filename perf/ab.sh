@@ -4,7 +4,7 @@
 # shard), loadtest to core 1, as perf/run.sh does. Traffic to 127.0.0.1 only; every server
 # is started here and stopped by PID; every run stops by itself.
 #
-#   bash perf/ab.sh OLD_BINARY NEW_BINARY [REPS] [broadcast|market|idle|connect-storm]
+#   bash perf/ab.sh OLD_BINARY NEW_BINARY [REPS] [all|broadcast2M|broadcast6M|market|idle|connect-storm]
 #
 # Writes perf/results/ab-<scenario>-<a|b>-<rep>.json and prints one line per run.
 set -euo pipefail
@@ -46,8 +46,8 @@ run() {
 
 ONLY="${4:-all}"
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
-want broadcast && run broadcast-2M --scenario broadcast --rate 2000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
-want broadcast && run broadcast-6M --scenario broadcast --rate 6000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
+want broadcast2M && run broadcast-2M --scenario broadcast --rate 2000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
+want broadcast6M && run broadcast-6M --scenario broadcast --rate 6000 --batch 100 --duration 5 --warmup 2 --read-buf 65536
 want market && run market-500k --scenario market --rate 5000 --batch 5 --duration 5 --warmup 2
 want idle && run idle --scenario idle --duration 3
 want connect-storm && run connect-storm --scenario connect-storm --duration 1
