@@ -4,7 +4,7 @@
 //! `MAX_WRITES_PER_FLUSH` `writev` calls of up to [`MAX_IOV`] frames each.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice};
+use std::io;
 use std::ops::Deref;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::runtime::UserSlot;
 use crate::auth::{Identity, Role, TokenBucket};
-use crate::engine::outbound::{QueueLimits, MAX_IOV};
+use crate::engine::outbound::QueueLimits;
 use crate::engine::session::{Session, SessionState};
 use crate::protocol::frame::Decoder;
 use crate::protocol::Format;
@@ -98,42 +98,26 @@ impl Peer {
             return;
         }
         let mut out = self.out.borrow_mut();
-        out.commit(now);
-        for _ in 0..MAX_WRITES_PER_FLUSH {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.slices(&mut iov);
-            if n == 0 {
-                if out.has_ready() {
-                    out.commit(now);
-                    if out.has_wire() {
-                        continue;
-                    }
-                }
-                return;
-            }
-            match self.stream.try_write_vectored(&iov[..n]) {
-                Ok(0) => {
-                    drop(out);
-                    self.set_dead("write returned 0");
-                    return;
-                }
-                Ok(w) => out.advance(w),
+        let written = out.write_with(now, MAX_WRITES_PER_FLUSH, |iov| loop {
+            match self.stream.try_write_vectored(iov) {
+                Ok(0) => return Err("write returned 0"),
+                Ok(w) => return Ok(w),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked.set(true);
-                    self.signal.notify();
-                    return;
+                    return Ok(0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    drop(out);
-                    self.set_dead("write failed");
-                    return;
-                }
+                Err(_) => return Err("write failed"),
             }
-        }
-        // Bound reached with more to write: let the connection task continue later.
-        if out.has_wire() || out.has_ready() {
-            self.signal.notify();
+        });
+        let pending = out.has_wire() || out.has_ready();
+        drop(out);
+        match written {
+            Err(why) => self.set_dead(why),
+            // Blocked: wait for writability; bound reached: continue later. Either way the
+            // connection task takes over.
+            Ok(()) if pending => self.signal.notify(),
+            Ok(()) => {}
         }
     }
 

@@ -81,12 +81,6 @@ impl Event {
             .get_or_init(|| fmt.encode_event(self.parts()))
             .clone()
     }
-
-    /// The JSON frame (always encoded).
-    #[inline]
-    pub fn json(&self) -> Bytes {
-        self.frame(Format::Json)
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::io::IoSlice;
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::channel::ChannelRules;
-use super::outbound::{QueueLimits, MAX_IOV};
+use super::outbound::QueueLimits;
 use super::session::Session;
 use super::shard::{EngineConfig, PubReply, Shard, ShardMsg};
 use super::signal::Mesh;
@@ -67,28 +66,12 @@ impl FakeConn {
     /// "Writes" what the session holds, up to the allowance (as a socket that accepts that
     /// many bytes would); returns the bytes taken.
     pub fn flush(&self, now: Instant) -> usize {
-        let mut out = self.out.borrow_mut();
-        out.commit(now);
         let mut taken = 0;
-        loop {
+        let written = self.out.borrow_mut().write_with(now, usize::MAX, |iov| {
             let budget = self.allowance.get();
-            if budget == 0 {
-                break;
-            }
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.slices(&mut iov);
-            if n == 0 {
-                if out.has_ready() {
-                    out.commit(now);
-                    if out.has_wire() {
-                        continue;
-                    }
-                }
-                break;
-            }
             let mut got = 0;
             let mut rx = self.received.borrow_mut();
-            for s in &iov[..n] {
+            for s in iov {
                 let k = s.len().min(budget - got);
                 rx.extend_from_slice(&s[..k]);
                 got += k;
@@ -96,13 +79,13 @@ impl FakeConn {
                     break;
                 }
             }
-            drop(rx);
-            out.advance(got);
-            taken += got;
             if budget != usize::MAX {
                 self.allowance.set(budget - got);
             }
-        }
+            taken += got;
+            Ok::<_, std::convert::Infallible>(got)
+        });
+        let Ok(()) = written;
         taken
     }
 

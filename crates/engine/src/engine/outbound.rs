@@ -423,6 +423,38 @@ impl Outbound {
         }
     }
 
+    /// Hands what is pending to `write`, at most [`MAX_IOV`] frames per call and at most
+    /// `max_writes` calls, committing ready quotes whenever the committed bytes run out.
+    /// `write` returns how many bytes it took: 0 (a full socket, a reader that takes no
+    /// more) ends the round, an error ends it and is returned.
+    pub fn write_with<E>(
+        &mut self,
+        now: Instant,
+        max_writes: usize,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> Result<usize, E>,
+    ) -> Result<(), E> {
+        self.commit(now);
+        for _ in 0..max_writes {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.slices(&mut iov);
+            if n == 0 {
+                if self.has_ready() {
+                    self.commit(now);
+                    if self.has_wire() {
+                        continue;
+                    }
+                }
+                return Ok(());
+            }
+            let taken = write(&iov[..n])?;
+            if taken == 0 {
+                return Ok(());
+            }
+            self.advance(taken);
+        }
+        Ok(())
+    }
+
     /// Fills `out` with the committed bytes waiting to be written; returns how many slices.
     pub fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
