@@ -15,31 +15,19 @@ mkdir -p "$OUT"
 cargo build --release --locked -p loadtest >/dev/null
 LT=./target/release/loadtest
 
-start() {
-  local log="$OUT/.server-ab.log"
-  RUST_LOG=warn taskset -c 0 "$1" serve --listen 127.0.0.1:0 --anonymous-publish --shards 1 \
-    >"$log.out" 2>"$log" &
-  SPID=$!
-  for _ in $(seq 100); do
-    PORT=$(sed -n 's/^listening on 127.0.0.1://p' "$log.out" 2>/dev/null | head -1)
-    [ -n "$PORT" ] && return 0
-    sleep 0.1
-  done
-  echo "server did not start" >&2; kill "$SPID"; exit 1
-}
-stop() { kill -TERM "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
+. perf/lib.sh
 
 run() {
   local name="$1"; shift
   for rep in $(seq "$REPS"); do
     for side in a b; do
       local bin="$A"; [ "$side" = b ] && bin="$B"
-      start "$bin"
+      start_server ab "$bin" serve --listen 127.0.0.1:0 --anonymous-publish --shards 1
       echo "== $name $side $rep"
       taskset -c 1 "$LT" run --url "ws://127.0.0.1:$PORT/ws" --server-pid "$SPID" --threads 1 \
         --name "ab-$name-$side-$rep" --out "$OUT/ab-$name-$side-$rep.json" "$@" \
         | grep -E "delivered \(window\)|latency  |server rss|server cpu|all connected" || true
-      stop
+      stop_server
     done
   done
 }
