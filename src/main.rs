@@ -344,13 +344,17 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     // Machine-readable line for scripts and the load tester.
     println!("listening on {addr}");
     tracing::info!(%addr, shards, "quotecast {} serving ws://{addr}/ws", env!("CARGO_PKG_VERSION"));
+    if demo.is_none() {
+        eprintln!("  live board: http://{addr}/   WebSocket: ws://{addr}/ws");
+    }
     if let Some(d) = &demo {
         eprintln!(
             "\n  DEMO MODE: OPEN TO ANYONE: anonymous clients may subscribe to public channels AND publish.\n  \
              {} symbols, {} quotes/s, private channels for users {:?}\n  \
+             Live board: http://{addr}/\n  \
              Connect:   websocat ws://{addr}/ws\n  \
              Subscribe: {{\"op\":\"subscribe\",\"channels\":[\"quotes.AAPL\",\"trades.AAPL\",\"market.status\"],\"snapshot\":true}}\n  \
-             Publish:   curl -X POST http://{addr}/api/publish -d '{{\"channel\":\"user.42.orders\",\"event\":\"order_update\",\"data\":{{\"status\":\"filled\"}}}}'\n",
+             Publish:   curl -X POST http://{addr}/api/publish -d '{{\"channel\":\"user.42.orders\",\"event\":\"order_update\",\"data\":{{\"order_id\":\"ORD_1\",\"status\":\"filled\"}}}}'\n",
             d.symbols, d.quotes_per_sec, d.users
         );
         eprintln!("  Anyone may subscribe to public channels and publish. Private channels user.<id>.* need the user's token:");

@@ -1041,20 +1041,18 @@ fn new_order(
 /// A `risk_alert` (seed 001 RISK_ALERT) on the daily drawdown or the drawdown from the
 /// equity peak, with the real figures of the equity stream.
 fn risk_alert(book: &UserBook, equity: i64, daily: bool, ts: &str) -> DemoEvent {
-    let (alert_type, title, label, base, limit) = if daily {
-        let t = "High Daily Drawdown Warning";
+    let (alert_type, subject, label, base, limit) = if daily {
         (
             "HIGH_DAILY_DRAWDOWN",
-            t,
+            "Daily Drawdown",
             "Daily drawdown",
             book.daily_start,
             DAILY_DRAWDOWN_LIMIT,
         )
     } else {
-        let t = "High Total Drawdown Warning";
         (
             "HIGH_TOTAL_DRAWDOWN",
-            t,
+            "Total Drawdown",
             "Drawdown from peak",
             book.max_equity,
             TOTAL_DRAWDOWN_LIMIT,
@@ -1066,19 +1064,20 @@ fn risk_alert(book: &UserBook, equity: i64, daily: bool, ts: &str) -> DemoEvent 
         0.0
     };
     let ratio = drawdown / limit;
-    let severity = if ratio >= 0.8 {
-        "HIGH"
+    // The title agrees with the severity: only a HIGH alert says "High ... Warning".
+    let (severity, title) = if ratio >= 0.8 {
+        ("HIGH", format!("High {subject} Warning"))
     } else if ratio >= 0.5 {
-        "MEDIUM"
+        ("MEDIUM", format!("{subject} Warning"))
     } else {
-        "LOW"
+        ("LOW", format!("{subject} Notice"))
     };
     let payload = RiskPayload {
         challenge_id: &book.challenge_id,
         user_id: book.user_id,
         alert_type,
         severity,
-        title,
+        title: &title,
         message: &format!("{label} at {drawdown:.2}% (limit: {limit:.2}%)"),
         current_equity: money(equity),
         daily_start_equity: money(book.daily_start),

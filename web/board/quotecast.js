@@ -297,24 +297,32 @@ var QuotecastClient = class extends Emitter {
     } catch (e) {
       if (gen !== this.gen || this.closedByUser)
         return;
-      reportError(e);
+      this.emit("error", { type: "error", code: "token_failed", message: `the token function failed: ${e instanceof Error ? e.message : e}` });
       this.scheduleReconnect(this.nextBackoff(), "token fetch failed");
       return;
     }
     if (gen !== this.gen || this.closedByUser)
       return;
     const Ctor = this.opts.WebSocket ?? globalThis.WebSocket;
-    if (!Ctor)
-      throw new Error("quotecast: no WebSocket implementation; pass `WebSocket` in the options");
-    const url = buildUrl(this.opts.url, {
-      format: this.codec.name === "json" ? void 0 : this.codec.name,
-      token
-    });
+    if (!Ctor) {
+      this.fail("no_websocket", "no WebSocket implementation: pass `WebSocket` in the options (Node 20: run with --experimental-websocket)");
+      return;
+    }
+    let url;
+    try {
+      url = buildUrl(this.opts.url, {
+        format: this.codec.name === "json" ? void 0 : this.codec.name,
+        token
+      });
+    } catch (e) {
+      this.fail("bad_url", `cannot connect to ${JSON.stringify(this.opts.url)}: ${e instanceof Error ? e.message : e} (outside a browser the url must be absolute, e.g. ws://127.0.0.1:8080/ws)`);
+      return;
+    }
     let ws;
     try {
       ws = new Ctor(url);
     } catch (e) {
-      reportError(e);
+      this.emit("error", { type: "error", code: "connect_failed", message: `cannot open ${url}: ${e instanceof Error ? e.message : e}` });
       this.scheduleReconnect(this.nextBackoff(), String(e));
       return;
     }
@@ -354,8 +362,14 @@ var QuotecastClient = class extends Emitter {
     this.connectionLost();
     if (this.closedByUser)
       return;
-    if (AUTH_CLOSE_CODES.has(code))
+    if (AUTH_CLOSE_CODES.has(code)) {
       this.cachedToken = null;
+      this.emit("error", { type: "error", code: "unauthorized", message: `the server refused the token (close ${code}${reason ? `: ${reason}` : ""})` });
+      if (typeof this.opts.token === "string") {
+        this.setState("closed", { code, reason });
+        return;
+      }
+    }
     const lived = this.openedAt ? Date.now() - this.openedAt : 0;
     this.openedAt = 0;
     const policy = this.opts.reconnect;
@@ -381,6 +395,12 @@ var QuotecastClient = class extends Emitter {
     }
     this.shutdownMs = null;
     this.scheduleReconnect(delay, reason, code);
+  }
+  /** A configuration error no retry can fix: an `error` event, then the `closed` state. */
+  fail(code, message) {
+    this.emit("error", { type: "error", code, message });
+    this.clearTimers();
+    this.setState("closed", { reason: message });
   }
   nextBackoff() {
     return backoffDelay(this.attempt++, this.opts.reconnect || {});

@@ -109,14 +109,18 @@ export interface RecoveryFailure {
   reason: "epoch" | "expired" | "sequence";
 }
 
-/** Event name → payload type, e.g. `{ quote: Quote }` or the demo's `DemoEvents`. */
+/**
+ * Event name → payload type, e.g. `{ quote: Quote }` or the demo's `DemoEvents`. The
+ * default when no type parameter is given; `subscribe<M>` accepts any object type for `M`,
+ * including an `interface` (which has no index signature).
+ */
 export type EventMap = { [event: string]: unknown };
 
-type AnyEvent<M extends EventMap> = {
+type AnyEvent<M extends object> = {
   [K in keyof M & string]: ChannelEvent<M[K], K>;
 }[keyof M & string];
 
-export interface SubscriptionHandlers<M extends EventMap = EventMap> {
+export interface SubscriptionHandlers<M extends object = EventMap> {
   /** Every event, in seq order, without duplicates. */
   onEvent?: (ev: AnyEvent<M>) => void;
   /** Per event name. */
@@ -162,7 +166,11 @@ export interface ClientEvents {
   latency: LatencySample;
   /** Every decoded server message (a tap for statistics and debugging). */
   message: { type: string; [k: string]: unknown };
-  /** Server errors not answered to a pending op, and undecodable frames. */
+  /**
+   * Server errors not answered to a pending op, undecodable frames, and the client's own
+   * failures (`bad_url`, `no_websocket`, `token_failed`, `connect_failed`, `unauthorized`):
+   * the client never throws from its connection loop.
+   */
   error: ErrorMsg;
   recoveryFailed: RecoveryFailure;
   shutdown: ServerShutdownMsg;
@@ -339,7 +347,7 @@ export class QuotecastClient extends Emitter<ClientEvents> {
    * reconnects. Several subscriptions to one channel share one server subscription; the
    * first one's options apply (a later one asking for a snapshot gets the latest event).
    */
-  subscribe<M extends EventMap = EventMap>(
+  subscribe<M extends object = EventMap>(
     channel: string,
     handlers: SubscriptionHandlers<M> | ((ev: AnyEvent<M>) => void),
     options: SubscribeOptions = {},
@@ -413,22 +421,32 @@ export class QuotecastClient extends Emitter<ClientEvents> {
       token = await this.getToken();
     } catch (e) {
       if (gen !== this.gen || this.closedByUser) return;
-      reportError(e);
+      this.emit("error", { type: "error", code: "token_failed", message: `the token function failed: ${e instanceof Error ? e.message : e}` });
       this.scheduleReconnect(this.nextBackoff(), "token fetch failed");
       return;
     }
     if (gen !== this.gen || this.closedByUser) return;
     const Ctor = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
-    if (!Ctor) throw new Error("quotecast: no WebSocket implementation; pass `WebSocket` in the options");
-    const url = buildUrl(this.opts.url, {
-      format: this.codec.name === "json" ? undefined : this.codec.name,
-      token,
-    });
+    if (!Ctor) {
+      this.fail("no_websocket", "no WebSocket implementation: pass `WebSocket` in the options (Node 20: run with --experimental-websocket)");
+      return;
+    }
+    let url: string;
+    try {
+      url = buildUrl(this.opts.url, {
+        format: this.codec.name === "json" ? undefined : this.codec.name,
+        token,
+      });
+    } catch (e) {
+      // A relative URL outside a page (Node), a typo: retrying cannot help.
+      this.fail("bad_url", `cannot connect to ${JSON.stringify(this.opts.url)}: ${e instanceof Error ? e.message : e} (outside a browser the url must be absolute, e.g. ws://127.0.0.1:8080/ws)`);
+      return;
+    }
     let ws: WebSocketLike;
     try {
       ws = new Ctor(url);
     } catch (e) {
-      reportError(e);
+      this.emit("error", { type: "error", code: "connect_failed", message: `cannot open ${url}: ${e instanceof Error ? e.message : e}` });
       this.scheduleReconnect(this.nextBackoff(), String(e));
       return;
     }
@@ -467,7 +485,15 @@ export class QuotecastClient extends Emitter<ClientEvents> {
     this.clearTimers();
     this.connectionLost();
     if (this.closedByUser) return;
-    if (AUTH_CLOSE_CODES.has(code)) this.cachedToken = null;
+    if (AUTH_CLOSE_CODES.has(code)) {
+      this.cachedToken = null;
+      this.emit("error", { type: "error", code: "unauthorized", message: `the server refused the token (close ${code}${reason ? `: ${reason}` : ""})` });
+      // A fixed token string the server refused will be refused again: stop here.
+      if (typeof this.opts.token === "string") {
+        this.setState("closed", { code, reason });
+        return;
+      }
+    }
     const lived = this.openedAt ? Date.now() - this.openedAt : 0;
     this.openedAt = 0;
     const policy = this.opts.reconnect;
@@ -492,6 +518,13 @@ export class QuotecastClient extends Emitter<ClientEvents> {
     }
     this.shutdownMs = null;
     this.scheduleReconnect(delay, reason, code);
+  }
+
+  /** A configuration error no retry can fix: an `error` event, then the `closed` state. */
+  private fail(code: string, message: string): void {
+    this.emit("error", { type: "error", code, message });
+    this.clearTimers();
+    this.setState("closed", { reason: message });
   }
 
   private nextBackoff(): number {

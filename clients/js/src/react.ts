@@ -53,7 +53,7 @@ export function useLatency(client?: QuotecastClient): LatencySample | null {
   );
 }
 
-export interface UseChannelOptions<M extends EventMap> extends SubscribeOptions {
+export interface UseChannelOptions<M extends object> extends SubscribeOptions {
   /** Called for every event (in order, no duplicates), in addition to re-rendering with the latest. */
   onEvent?: (ev: ChannelEvent<M[keyof M], keyof M & string>) => void;
   /** The server could not fill a gap after a reconnect: refetch this channel's state. */
@@ -67,7 +67,7 @@ export interface UseChannelOptions<M extends EventMap> extends SubscribeOptions 
  * Subscribes while the component is mounted; returns the latest event (or null). Handlers
  * are read through a ref, so passing new closures on each render does not resubscribe.
  */
-export function useChannel<M extends EventMap = EventMap>(
+export function useChannel<M extends object = EventMap>(
   channel: string,
   options: UseChannelOptions<M> = {},
 ): ChannelEvent<M[keyof M], keyof M & string> | null {

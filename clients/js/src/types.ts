@@ -87,6 +87,12 @@ export type ErrorCode =
   | "forbidden"
   | "too_many_subscriptions"
   | "unsupported"
+  // Raised by the client itself (emitted as `error`, never thrown):
+  | "bad_url"
+  | "no_websocket"
+  | "token_failed"
+  | "connect_failed"
+  | "unauthorized"
   | (string & {});
 
 export interface ErrorMsg {
