@@ -259,3 +259,66 @@ test("demo quotes at max_hz: conflated updates are not reported as gaps", { time
   assert.deepEqual(failed, []);
   assert.equal(got.events[0].data.symbol, "AAPL");
 });
+
+test("mistakes surface as error and state events, never as exceptions: relative url in Node, no WebSocket, refused token", { timeout: 20_000 }, async (t) => {
+  const uncaught = [];
+  const onUncaught = (e) => uncaught.push(String(e));
+  process.on("unhandledRejection", onUncaught);
+  process.on("uncaughtException", onUncaught);
+  t.after(() => {
+    process.off("unhandledRejection", onUncaught);
+    process.off("uncaughtException", onUncaught);
+  });
+  const watch = (client) => {
+    const seen = { errors: [], states: [] };
+    client.on("error", (e) => seen.errors.push(e));
+    client.on("state", (s) => seen.states.push(s.state));
+    return seen;
+  };
+
+  // A relative URL has no page to resolve against in Node.
+  const rel = new QuotecastClient({ url: "/ws", pingIntervalMs: 0 });
+  const a = watch(rel);
+  await waitFor(() => rel.state === "closed", 5_000, "closed after a bad url");
+  assert.equal(a.errors[0]?.code, "bad_url");
+  assert.match(a.errors[0].message, /absolute/);
+
+  // No WebSocket implementation at all.
+  const none = new QuotecastClient({ url: "ws://127.0.0.1:9/ws", pingIntervalMs: 0, autoConnect: false });
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = undefined;
+  try {
+    const b = watch(none);
+    none.connect();
+    await waitFor(() => none.state === "closed", 5_000, "closed without a WebSocket");
+    assert.equal(b.errors[0]?.code, "no_websocket");
+  } finally {
+    globalThis.WebSocket = saved;
+  }
+
+  // A fixed token the server refuses (4001): reported, and not retried forever.
+  const srv = await startServer({ args: ["--jwt-secret", SECRET] });
+  t.after(() => srv.stop());
+  const bad = new QuotecastClient({ url: srv.url, token: "not.a.jwt", pingIntervalMs: 0, reconnect: FAST });
+  t.after(() => bad.close());
+  const c = watch(bad);
+  await waitFor(() => bad.state === "closed", 5_000, "closed after the token was refused");
+  assert.equal(c.errors.at(-1)?.code, "unauthorized");
+  assert.match(c.errors.at(-1).message, /4001/);
+
+  // A token function that throws: reported, then retried with backoff.
+  let calls = 0;
+  const flaky = new QuotecastClient({
+    url: srv.url, pingIntervalMs: 0, reconnect: FAST,
+    token: () => {
+      calls++;
+      if (calls === 1) throw new Error("token service down");
+      return hs256({ sub: "9", exp: Math.floor(Date.now() / 1000) + 60 });
+    },
+  });
+  t.after(() => flaky.close());
+  const d = watch(flaky);
+  await waitFor(() => flaky.state === "open", 5_000, "open after the token function recovered");
+  assert.equal(d.errors[0]?.code, "token_failed");
+  assert.deepEqual(uncaught, []);
+});
