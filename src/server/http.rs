@@ -480,6 +480,14 @@ fn asset(path: &str) -> Resp {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if path == "/quotecast.js" {
+        // The client library, public and without credentials: a page of any origin may
+        // load it with <script type="module"> (module scripts are fetched with CORS).
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     r
 }
 

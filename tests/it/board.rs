@@ -37,6 +37,16 @@ async fn board_and_client_bundle_are_served() {
     assert!(body.contains("QuotecastClient"), "the built client bundle");
     let h = head(srv.addr, "/quotecast.js").await;
     assert!(h.contains("content-type: text/javascript"), "{h}");
+    assert!(
+        h.contains("access-control-allow-origin: *"),
+        "a page of any origin may import the client: {h}"
+    );
+    assert!(
+        !head(srv.addr, "/")
+            .await
+            .contains("access-control-allow-origin"),
+        "only the library is shared across origins"
+    );
 
     let (status, _) = http(srv.addr, "GET", "/board.js", "").await;
     assert_eq!(status, 200);
