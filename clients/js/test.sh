@@ -17,7 +17,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
-if [ ! -x "$ROOT/target/release/quotecast" ]; then
+# QUOTECAST_BIN (e.g. a debug build while iterating) replaces the release server everywhere.
+if [ -z "${QUOTECAST_BIN:-}" ] && [ ! -x "$ROOT/target/release/quotecast" ]; then
   echo "== client: building the release server"
   (cd "$ROOT" && cargo build --release --locked -p quotecast)
 fi
@@ -47,5 +48,5 @@ timeout 600 node --experimental-websocket "$ROOT/scripts/doc-examples.mjs"
 echo "== client: unit and integration tests (real server)"
 timeout 300 node --experimental-websocket --test --test-concurrency=1 test/unit/ test/integration/
 
-echo "== client: browser test of the live board (headless chromium)"
-timeout 300 node --test test/browser/
+echo "== client: browser tests (headless chromium): the board, hostile payloads and viewports, the React app fixture"
+timeout 900 node --test --test-concurrency=1 test/browser/
