@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, ROOT } from "../helpers.mjs";
+import { startServer, publishHttp, ROOT } from "../helpers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const OUT = join(ROOT, "test-output");
@@ -58,9 +58,22 @@ test("the live board shows a moving market and recovers from a server restart", 
   const e2e = await page.locator("#e2e50").textContent();
   assert.ok(parseFloat(e2e) < 1000, `end-to-end p50 ${e2e}`);
 
+  // A position that closes leaves the table.
+  await publishHttp(port, [{ channel: "user.42.positions", event: "position_update", data: { position_id: "POS_T", symbol: "AAPL", side: "buy", quantity: 5, status: "open" } }]);
+  const posRow = () => page.evaluate(() => [...document.querySelectorAll("#positions tbody tr")].some((tr) => /AAPL\s*buy\s*5\b/.test(tr.textContent)));
+  await page.waitForFunction(() => [...document.querySelectorAll("#positions tbody tr")].some((tr) => /AAPL\s*buy\s*5\b/.test(tr.textContent)));
+  await publishHttp(port, [{ channel: "user.42.positions", event: "position_update", data: { position_id: "POS_T", symbol: "AAPL", side: "buy", quantity: 5, status: "closed" } }]);
+  await page.waitForFunction(() => ![...document.querySelectorAll("#positions tbody tr")].some((tr) => /AAPL\s*buy\s*5\b/.test(tr.textContent)));
+  assert.equal(await posRow(), false);
+
   // Kill (graceful: server_shutdown then close 1012) and restart on the same port.
   await srv.stop("SIGTERM");
   await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "open");
+  // Disconnected: the data is marked stale (dimmed) and the latency figures are blanked.
+  await page.waitForFunction(() => document.body.classList.contains("stale"));
+  assert.equal(await page.locator("#rtt").textContent(), "–");
+  assert.equal(await page.locator("#e2e50").textContent(), "–");
+  await page.waitForFunction(() => getComputedStyle(document.querySelector("#quotes tbody")).opacity === "0.45");
   srv = await startServer({ demo: true, port });
   await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "open", null, { timeout: 30_000 });
   const epochAfter = await page.evaluate(() => window.__board.stats.reconnects);
@@ -71,6 +84,13 @@ test("the live board shows a moving market and recovers from a server restart", 
   await page.waitForFunction(() => document.querySelectorAll("#orders tbody tr").length > 0, null, { timeout: 30_000 });
   assert.equal(await conn.getAttribute("data-state"), "open");
   assert.ok((await page.evaluate(() => window.__board.stats.recoveryFailed)) > 0, "the new epoch was reported");
+  assert.equal(await page.evaluate(() => document.body.classList.contains("stale")), false);
+  // One notice for the restart's refetch (the private channels), none per public channel.
+  await page.waitForFunction(() => [...document.querySelectorAll("#notices div")].some((d) => /refetched/.test(d.textContent)));
+  const notices = await page.evaluate(() => [...document.querySelectorAll("#notices div")].map((d) => d.textContent));
+  assert.equal(notices.filter((n) => /refetched/.test(n)).length, 1, notices.join("\n"));
+  assert.ok(!notices.some((n) => /quotes\.|trades\./.test(n)), notices.join("\n"));
+  assert.ok(notices.every((n) => /^\d\d:\d\d:\d\d  /.test(n)), "24-hour UTC times");
 
   // And an abrupt death (SIGKILL, no goodbye): back again with plain backoff.
   await srv.stop("SIGKILL");
