@@ -15,7 +15,10 @@
 //   ts, tsx          type-checked with `tsc --strict` (jsx: react-jsx); `@quotecast/client`
 //                    resolves to this repository's package
 //   python, py       run with python3 (PyJWT installed, see scripts/doc-examples-requirements.txt)
-//   json             must parse (the whole block, or each line/paragraph as one message)
+//   json             must parse (the whole block, or each line/paragraph as one message;
+//                    `→` marks a reply); client ops (`"op"`) are sent to the demo server
+//                    ("<JWT>" = user 42's demo token) and an op with an `id` must get the
+//                    documented reply type (or, with none documented, no error)
 //   toml             `quotecast config --check` must accept it
 //   html             served from another origin and opened in headless Chromium: no page
 //                    error, and the page text must match `expect` (required)
@@ -210,6 +213,51 @@ async function checkToken(b, r, ctx) {
   return res;
 }
 
+/** Sends protocol ops of a json example and compares each answer's type with the documented one. */
+async function opSession(ctx, ops) {
+  if (!ctx.token) {
+    const r = await fetch(`http://${ctx.addr}/demo/token?user=42`);
+    ctx.token = (await r.json()).token;
+  }
+  const sub = (v) => JSON.parse(JSON.stringify(v).replaceAll('"<JWT>"', JSON.stringify(ctx.token)));
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${ctx.addr}/ws`);
+    const waiting = new Map();
+    let done = false;
+    const finish = (err) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ws.close();
+      resolve(err);
+    };
+    const timer = setTimeout(() => finish(`no answer to ${[...waiting.keys()].map((id) => JSON.stringify(waiting.get(id).op)).join(", ")}`), 5_000);
+    ws.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.type === "welcome") {
+        for (const o of ops) {
+          if (o.op.id !== undefined) waiting.set(o.op.id, o);
+          ws.send(JSON.stringify(sub(o.op)));
+        }
+        if (!waiting.size) setTimeout(() => finish(null), 300);
+        return;
+      }
+      if (msg.id === undefined || !waiting.has(msg.id)) {
+        if (msg.type === "error") finish(`server error: ${m.data}`);
+        return;
+      }
+      const o = waiting.get(msg.id);
+      const want = o.want ?? (msg.type === "error" ? "not an error" : msg.type);
+      if (msg.type !== want) return finish(`${JSON.stringify(o.op)} answered ${m.data}, the doc says ${want}`);
+      // A subscribe answers once per channel; the first ack is enough.
+      waiting.delete(msg.id);
+      if (!waiting.size) finish(null);
+    };
+    ws.onclose = (e) => finish(`closed ${e.code} ${e.reason}`);
+    ws.onerror = () => finish("connection error");
+  });
+}
+
 /** Opens a WebSocket, sends `frames` after the welcome; every subscribe must be acked, no error. */
 function wsSession(url, frames) {
   return new Promise((resolve) => {
@@ -298,20 +346,37 @@ async function runBlock(b, ctx, i) {
       return "deferred";
     }
     case "json": {
+      // One message, or several: one per line or paragraph; `→` marks the answer to the op
+      // before it.
+      const msgs = [];
+      let whole = null;
       try {
-        JSON.parse(b.code);
-        return null;
+        whole = JSON.parse(b.code);
       } catch {}
-      // Several messages: one per line or paragraph; `→ ` marks an answer.
-      const parts = b.code.split(/\n\s*\n|\n(?=\s*[{[→])|\s→\s/).map((p) => p.trim().replace(/^→\s*/, "")).filter(Boolean);
-      for (const p of parts) {
-        try {
-          JSON.parse(p);
-        } catch (e) {
-          return `not JSON: ${p.slice(0, 200)}: ${e.message}`;
+      if (whole !== null) msgs.push({ v: whole });
+      else {
+        const parts = b.code.split(/\n\s*\n|\n(?=\s*[{[→])|\s(?=→\s)/).map((p) => p.trim()).filter(Boolean);
+        for (const p of parts) {
+          const reply = p.startsWith("→");
+          const text = p.replace(/^→\s*/, "");
+          try {
+            msgs.push({ v: JSON.parse(text), reply });
+          } catch (e) {
+            return `not JSON: ${text.slice(0, 200)}: ${e.message}`;
+          }
         }
       }
-      return null;
+      // Client ops are sent to the demo server (anonymous, which may publish there; "<JWT>"
+      // is user 42's demo token); an op with an id must get the documented answer's type,
+      // or no error.
+      const ops = [];
+      for (let k = 0; k < msgs.length; k++) {
+        const m = msgs[k];
+        if (m.reply || !m.v || typeof m.v !== "object" || typeof m.v.op !== "string") continue;
+        const next = msgs[k + 1];
+        ops.push({ op: m.v, want: next?.reply ? next.v?.type : undefined });
+      }
+      return ops.length ? opSession(ctx, ops) : null;
     }
     case "toml": {
       const f = join(WORK, `${base}.toml`);
