@@ -264,7 +264,8 @@ client.subscribe("market.status", {
     market_status: safe((data) => {
       const m = obj(data);
       const open = m.is_open === true ? "open" : m.is_open === false ? "closed" : "–";
-      $("market").textContent = `${open} · ${label(m.session)}`;
+      const session = label(m.session);
+      $("market").textContent = session === open || session === "–" ? open : `${open} · ${session}`;
     }),
   },
 });
