@@ -6,8 +6,8 @@
 // Files: README.md, clients/js/README.md and every docs/*.md (new files are picked up).
 // Every fenced block is checked according to its info string:
 //
-//   sh, bash, shell  run with bash (-e -o pipefail) in a scratch directory; `quotecast` is the
-//                    built binary; `curl` fails on an HTTP error (--fail-with-body); a block
+//   sh, bash, shell  run with bash (-e -o pipefail) in a scratch directory outside the
+//                    repository ($REPO is the checkout); `quotecast` is the built binary; `curl` fails on an HTTP error (--fail-with-body); a block
 //                    whose first line is `websocat URL` is a WebSocket session instead: the
 //                    lines after it are sent as frames, every `subscribe` must be acked and
 //                    no `error` may come back
@@ -311,7 +311,12 @@ async function runBlock(b, ctx, i) {
         const frames = code.split("\n").slice(1).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
         return wsSession(url, frames);
       }
-      const dir = join(WORK, `sh-${i}`);
+      // Outside the repository: a block may link or copy the checkout ($REPO).
+      if (!ctx.scratch) {
+        ctx.scratch = mkdtempSync(join(tmpdir(), "doc-examples-"));
+        ctx.cleanup.push(() => rmSync(ctx.scratch, { recursive: true, force: true }));
+      }
+      const dir = join(ctx.scratch, `sh-${i}`);
       mkdirSync(dir, { recursive: true });
       const script = join2("set -eo pipefail", 'curl() { command curl -sS --fail-with-body "$@"; }', d.before, code, d.after);
       const r = await runProcess("bash", ["-c", script], {
