@@ -1,6 +1,7 @@
-// The newcomer's path, end to end: a React app (test/app) installs @quotecast/client the
-// way docs/client.md says (the packed tarball, into a copy of the app outside this
-// repository, after the app's own `npm ci` with its pinned lock), type-checks under
+// The newcomer's path, end to end: the client installs from a fresh clone's folder
+// (`npm install --install-links`, prepare builds dist/), and a React app (test/app)
+// installs it the way docs/client.md says (the packed tarball, into a copy of the app
+// outside this repository, after the app's own `npm ci` with its pinned lock), type-checks under
 // `tsc --strict`, bundles with esbuild, and renders live quotes and user 42's orders in
 // headless Chromium against a real `quotecast serve --demo`. One copy of React (no
 // "Invalid hook call"), no page error. The app's backend (a small Node server here) serves
@@ -31,6 +32,18 @@ test("a React app installs the packed client, type-checks under --strict and sho
   const packed = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", dir], CLIENT))[0].filename;
   const tarball = join(dir, packed);
   assert.ok(existsSync(tarball), tarball);
+
+  // 1b. The other documented way, from a fresh clone (no node_modules, no dist/): the folder
+  // installed as a copy builds itself with `prepare`.
+  const clone = join(dir, "clone", "clients", "js");
+  mkdirSync(clone, { recursive: true });
+  for (const f of ["package.json", "package-lock.json", "tsconfig.json", "README.md", "LICENSE", "src", "scripts"]) cpSync(join(CLIENT, f), join(clone, f), { recursive: true });
+  const plain = join(dir, "plain-app");
+  mkdirSync(plain);
+  run("npm", ["init", "-y"], plain);
+  run("npm", ["install", "--install-links", "--no-audit", "--no-fund", "../clone/clients/js"], plain);
+  const kind = run("node", ["--input-type=module", "-e", 'import("@quotecast/client").then((m) => console.log(typeof m.QuotecastClient))'], plain);
+  assert.equal(kind.trim(), "function", "the folder install builds dist/ and imports");
 
   // 2. The app, outside the repository: its pinned dependencies, then the client tarball.
   const app = join(dir, "app");
