@@ -40,6 +40,8 @@
 //   after:                                           for ts, setup values, checks)
 //     console.log(quotecastToken(42, "s"));          code put after it
 //   expect: REGEX                                     stdout must match
+//   expect-error: REGEX                               the block must fail (exit status or an
+//                                                     error printed) with output matching this
 //   check-token: user.42.orders                       the last stdout line is a JWT: a server
 //                                                     with --jwt-secret doc-examples-secret must
 //                                                     accept it and allow this channel
@@ -198,6 +200,12 @@ function runProcess(cmd, args, { cwd, env, input, runFor, until }) {
 
 function judge(b, r) {
   const out = `${r.stdout}\n${r.stderr}`;
+  if (b.d["expect-error"]) {
+    // An example that shows a refusal: it must fail, with this message.
+    if (r.code === 0 && !ERROR_OUTPUT.test(out)) return `expected a failure, but it succeeded:\n${out.slice(-3000)}`;
+    if (!new RegExp(b.d["expect-error"]).test(out)) return `the error does not match /${b.d["expect-error"]}/:\n${out.slice(-3000)}`;
+    return null;
+  }
   if (!r.stillRunning && r.code !== 0) return `exited with ${r.code ?? r.signal}:\n${out.slice(-3000)}`;
   if (ERROR_OUTPUT.test(out)) return `printed an error:\n${out.slice(-3000)}`;
   if (b.d.expect && !new RegExp(b.d.expect).test(r.stdout)) return `output does not match /${b.d.expect}/:\n${out.slice(-3000)}`;
