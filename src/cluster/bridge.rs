@@ -294,6 +294,10 @@ impl Cluster {
 /// The script hashes, loaded on every (re)connect.
 #[derive(Debug, Clone)]
 pub(super) struct Shas {
+    /// The `run_id` of the Redis process this connection reaches (a restarted or promoted
+    /// Redis has another): written into every channel it sequences, so that a Redis that
+    /// comes back with older data is noticed by the first script to touch the channel.
+    pub(super) run_id: String,
     pub(super) publish: String,
     pub(super) sync: String,
     pub(super) heartbeat: String,
@@ -381,8 +385,19 @@ pub(super) struct Bridge {
 }
 
 /// The shared view of the current connection for the publisher task.
-pub(super) type SharedLink =
-    std::rc::Rc<std::cell::RefCell<Option<(u64, MultiplexedConnection, String)>>>;
+pub(super) type SharedLink = std::rc::Rc<std::cell::RefCell<Option<PubLink>>>;
+
+/// What the publisher needs of the current connection.
+#[derive(Clone)]
+pub(super) struct PubLink {
+    /// Connection generation (a failure is reported with it).
+    pub(super) gen: u64,
+    pub(super) conn: MultiplexedConnection,
+    /// The PUBLISH script's hash.
+    pub(super) sha: String,
+    /// The Redis process's `run_id` (see [`Shas::run_id`]).
+    pub(super) run_id: String,
+}
 
 impl Bridge {
     async fn run(
@@ -678,7 +693,8 @@ impl Bridge {
             .arg(self.cfg.history_ttl.as_secs())
             .arg(c.history)
             .arg(&**c.tracker.epoch())
-            .arg(c.tracker.last());
+            .arg(c.tracker.last())
+            .arg(&link.shas.run_id);
         let channel = channel.clone();
         Some(async move {
             let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
@@ -810,7 +826,12 @@ impl Bridge {
                 self.connecting = false;
                 self.gen += 1;
                 self.connected_at = Instant::now();
-                *shared.borrow_mut() = Some((self.gen, conn.clone(), shas.publish.clone()));
+                *shared.borrow_mut() = Some(PubLink {
+                    gen: self.gen,
+                    conn: conn.clone(),
+                    sha: shas.publish.clone(),
+                    run_id: shas.run_id.clone(),
+                });
                 self.link = Some(Link { conn, sink, shas });
                 self.status.up.store(true, Ordering::Relaxed);
                 self.status.ever_up.store(true, Ordering::Relaxed);
@@ -983,8 +1004,16 @@ async fn open(
     ] {
         p.add_command(c);
     }
-    let shas: Vec<String> = p.query_async(&mut conn).await?;
-    let [publish, sync, heartbeat, count]: [String; 4] = shas.try_into().map_err(|_| {
+    p.cmd("INFO").arg("server");
+    let mut replies: Vec<String> = p.query_async(&mut conn).await?;
+    let info = replies.pop().unwrap_or_default();
+    let run_id = wire::run_id(&info).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "INFO server without run_id",
+        ))
+    })?;
+    let [publish, sync, heartbeat, count]: [String; 4] = replies.try_into().map_err(|_| {
         redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "SCRIPT LOAD"))
     })?;
     Ok((
@@ -992,6 +1021,7 @@ async fn open(
         sink,
         stream,
         Shas {
+            run_id,
             publish,
             sync,
             heartbeat,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::bridge::{new_epoch, report, Done, PublishJob, SharedLink, SCRIPT_BATCH};
+use super::bridge::{new_epoch, report, Done, PubLink, PublishJob, SharedLink, SCRIPT_BATCH};
 use super::wire::Keys;
 use super::ClusterStatus;
 use crate::engine::channel::ChannelRules;
@@ -37,7 +37,13 @@ pub(super) async fn publisher(
         let taken: usize = jobs.iter().map(|j| j.events.len()).sum();
         status.queued_events.fetch_sub(taken, Ordering::Relaxed);
         let link = shared.borrow().clone();
-        let Some((gen, mut conn, sha)) = link else {
+        let Some(PubLink {
+            gen,
+            mut conn,
+            sha,
+            run_id,
+        }) = link
+        else {
             status
                 .publish_failures
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -59,7 +65,7 @@ pub(super) async fn publisher(
             for ev in chunk {
                 c.arg(keys.meta(&ev.channel)).arg(keys.stream(&ev.channel));
             }
-            c.arg(ttl_secs);
+            c.arg(ttl_secs).arg(&run_id);
             let ts = crate::clock::now_ns();
             for ev in chunk {
                 let history = rules.resolve(&ev.channel).map_or(0, |r| r.policy.history);

@@ -2,7 +2,8 @@
 //! sequenced event, and the Lua scripts that sequence, sync and count. Pure, no I/O.
 //!
 //! Keys (with the configured prefix `P`):
-//! - `P:{C}:m` hash `e` (the channel's epoch) and `s` (its last sequence number);
+//! - `P:{C}:m` hash `e` (the channel's epoch), `s` (its last sequence number) and `r` (the
+//!   `run_id` of the Redis process that last wrote them, see [`PUBLISH`]);
 //! - `P:{C}:x` stream of the channel's last `history` events, entry id `<seq>-0`, fields
 //!   `e` (event name), `t` (publish time, ns) and `d` (the JSON data);
 //! - `P:ev:C` the pub/sub channel carrying each sequenced event to the nodes;
@@ -108,24 +109,36 @@ pub fn parse_message(channel: &Arc<str>, payload: Bytes) -> Option<RawEvent> {
 /// approximate (`MAXLEN ~`: whole stream nodes are dropped, so a stream holds up to ~100
 /// events beyond `history`), which measured 3 us per event cheaper than exact trimming.
 ///
-/// KEYS: meta, stream per event. ARGV[1]: TTL (s); per event: pub/sub name, candidate
-/// epoch, history length, event name, publish time, data.
+/// **Rewinds.** The meta hash also holds `r`, the `run_id` of the Redis process that last
+/// sequenced the channel. A different `run_id` means Redis was restarted or another
+/// replica promoted since, and it may have come back with older data (an RDB snapshot, AOF
+/// `everysec` after a crash, a lagging replica): the sequence numbers after its position
+/// may already have been given to events that are now lost. So the channel gets a new
+/// epoch at once (its sequence numbers and history carry on under it), and no sequence
+/// number is ever given twice within an epoch. A clean restart that lost nothing costs a
+/// `resync` per channel; a silent loss is never possible.
+///
+/// KEYS: meta, stream per event. ARGV[1]: TTL (s), ARGV[2]: the Redis `run_id` the node
+/// connected to; per event: pub/sub name, candidate epoch, history length, event name,
+/// publish time, data.
 pub const PUBLISH: &str = r#"
-local ttl = ARGV[1]
+local ttl, rid = ARGV[1], ARGV[2]
 local out = {}
 local chans = {}
 local order = {}
-local a = 2
+local a = 3
 for i = 1, #KEYS, 2 do
   local meta, stream = KEYS[i], KEYS[i + 1]
   local ps, maxlen, ev, ts, data = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local c = chans[meta]
   if not c then
-    local m = redis.call('HMGET', meta, 'e', 's')
+    local m = redis.call('HMGET', meta, 'e', 's', 'r')
     if not m[1] then
       m[1] = ARGV[a + 1]
       m[2] = 0
       redis.call('DEL', stream)
+    elseif m[3] ~= rid then
+      m[1] = ARGV[a + 1]
     end
     c = {epoch = m[1], seq = tonumber(m[2]), stream = stream, hist = tonumber(maxlen) > 0}
     chans[meta] = c
@@ -142,7 +155,7 @@ for i = 1, #KEYS, 2 do
 end
 for _, meta in ipairs(order) do
   local c = chans[meta]
-  redis.call('HSET', meta, 'e', c.epoch, 's', string.format('%d', c.seq))
+  redis.call('HSET', meta, 'e', c.epoch, 's', string.format('%d', c.seq), 'r', rid)
   redis.call('EXPIRE', meta, ttl)
   if c.hist then
     redis.call('EXPIRE', c.stream, ttl)
@@ -156,17 +169,26 @@ return out
 /// sequence number the history starts after it (a gap fill); otherwise it is the last
 /// `count` events (a join or a reset).
 ///
-/// KEYS: meta, stream. ARGV: candidate epoch, TTL (s), count, known epoch, known seq.
-/// Returns `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
+/// A new epoch is minted (sequence numbers and history carry on under it) when Redis has
+/// gone backwards: the channel was last sequenced by another Redis process (see
+/// [`PUBLISH`]), or Redis holds the node's epoch at a lower sequence number than the node
+/// has already passed on (older data loaded into a running Redis).
+///
+/// KEYS: meta, stream. ARGV: candidate epoch, TTL (s), count, known epoch, known seq,
+/// Redis `run_id`. Returns `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
 pub const SYNC: &str = r#"
-local e = redis.call('HGET', KEYS[1], 'e')
+local m = redis.call('HMGET', KEYS[1], 'e', 's', 'r')
+local e, s = m[1], tonumber(m[2]) or 0
 if not e then
   e = ARGV[1]
+  s = 0
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0, 'r', ARGV[6])
+elseif m[3] ~= ARGV[6] or (e == ARGV[4] and s < tonumber(ARGV[5])) then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e, 's', string.format('%d', s), 'r', ARGV[6])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-local s = tonumber(redis.call('HGET', KEYS[1], 's'))
 local count = tonumber(ARGV[3])
 local from = s - count + 1
 if e == ARGV[4] then
@@ -180,6 +202,14 @@ if count > 0 and from <= s then
 end
 return {e, s, evs}
 "#;
+
+/// The `run_id` field of an `INFO server` reply.
+pub fn run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
 
 /// Renews this node's presence and forgets expired nodes.
 /// KEYS: nodes, own users hash, own subs hash. ARGV: node, TTL (ms).
@@ -352,6 +382,14 @@ mod tests {
         ] {
             assert!(parse_message(&ch, Bytes::from(bad)).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn run_id_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c9a\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info).as_deref(), Some("4f1c9a"));
+        assert_eq!(run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(run_id(""), None);
     }
 
     #[test]

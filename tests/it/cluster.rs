@@ -1073,10 +1073,12 @@ async fn cluster_pubsub_disconnect_is_filled_from_history() {
     assert!(fills > 0.0, "no gap was filled from history");
 }
 
-/// Regression: Redis came back with older data in the same epoch (restarted from an RDB
-/// snapshot). The node's read said seq 2 after it had passed on 5; it used to ignore that
-/// and drop the new events numbered 3..=5 as duplicates, so subscribers silently lost
-/// them. Now they get a `resync` at the rewound position, then the new events.
+/// Regression: Redis holds the channel at a lower seq than the node passed on, in the same
+/// epoch and the same Redis process (older data loaded into a running Redis). The node's
+/// read used to ignore that and drop the new events numbered 3..=5 as duplicates, so
+/// subscribers silently lost them; then it reset them but kept the epoch, so the seqs 3..=5
+/// were given a second time within one epoch. Now the read mints a new epoch in Redis: the
+/// subscribers get a `resync` to it, and the new events are numbered in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     const T: &str = "rewound";
@@ -1092,8 +1094,9 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     assert_eq!(seqs(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
 
     // What an older snapshot holds: the channel at seq 2, same epoch. Then the node's
-    // pub/sub connection drops, as it does when Redis restarts, so it re-reads the channel.
-    redis.cmd(&["HSET", &format!("quotecast:{{{ch}}}:m"), "s", "2"]);
+    // pub/sub connection drops, so it re-reads the channel.
+    let meta = format!("quotecast:{{{ch}}}:m");
+    redis.cmd(&["HSET", &meta, "s", "2"]);
     let stream = format!("quotecast:{{{ch}}}:x");
     redis.cmd(&["XDEL", &stream, "3-0", "4-0", "5-0"]);
     // A stream remembers its top id across XDEL; the snapshot's stream ended at 2.
@@ -1110,8 +1113,14 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     assert_eq!(f["type"], "subscribed", "{f}");
     assert_eq!(f["resync"], true, "{f}");
     assert_eq!(f["recovered"], false, "{f}");
-    assert_eq!(f["epoch"], epoch.as_str(), "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, epoch, "a rewind must not keep the epoch: {f}");
     assert_eq!(seq_of(&f), 2, "{f}");
+    assert_eq!(
+        redis.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch is Redis's, so every node and resuming client sees it"
+    );
     assert_eq!(publish_ws(&mut p, ch, json!({"i": "new 3"})).await, 3);
     let evs = events_until(&mut sub, 3).await;
     assert_eq!(seqs(&evs), vec![3]);
@@ -1119,6 +1128,77 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     let marker = publish_marker(a.addr, ch).await;
     assert_eq!(marker, 4);
     assert_quiet(&mut sub, "subscriber", marker).await;
+}
+
+/// Regression (issue #15, defect 1): Redis with RDB snapshots is killed (`kill -9`) and
+/// restarts from its last snapshot, which holds the channel at seq 5 while 10 events were
+/// acknowledged and delivered. On b47d4eb publishing resumed in the same epoch, acks reused
+/// seqs 6.. for other events and subscribers dropped those as duplicates, silently. Now the
+/// restarted Redis (another `run_id`) gives the channel a new epoch at its first touch:
+/// subscribers get a `resync`, new acks are numbered in the new epoch, and a client resuming
+/// from one of the lost events is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_redis_restart_from_older_snapshot_gets_a_new_epoch() {
+    const T: &str = "snapshot";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-snapshot-redis");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = RedisServer::start_in(&dir);
+    let a = node(&redis, T, "a", &[]).await;
+    let ch = "trades.SNAP";
+    let meta = format!("quotecast:{{{ch}}}:m");
+    let mut sub = connect(&a).await;
+    let e1 = epoch_of(&subscribe_one(&mut sub, ch, None).await);
+    let mut p = connect(&a).await;
+    for i in 1..=5u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(seqs(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
+    assert_eq!(redis.cmd(&["SAVE"]), RespValue::Simple("OK".into()));
+    for i in 6..=10u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(
+        seqs(&events_until(&mut sub, 10).await),
+        vec![6, 7, 8, 9, 10]
+    );
+
+    // The crash: SIGKILL, then Redis starts again from the snapshot (seq 5, epoch e1).
+    redis.restart();
+    let f = sub.recv().await;
+    assert_eq!(f["type"], "subscribed", "{f}");
+    assert_eq!(f["resync"], true, "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, e1, "events 6..=10 are lost: the epoch must change: {f}");
+    assert_eq!(seq_of(&f), 5, "{f}");
+    assert_eq!(
+        redis.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch was minted in Redis"
+    );
+
+    // New events are numbered in the new epoch (an ack of 6 now means e2's 6, not e1's).
+    assert_eq!(publish_ws(&mut p, ch, json!({"i": "after"})).await, 6);
+    let evs = events_until(&mut sub, 6).await;
+    assert_eq!(seqs(&evs), vec![6]);
+    assert_eq!(evs[0]["data"]["i"], "after");
+
+    // A client that saw e1's event 8 resumes on another node: it cannot recover.
+    let b = node(&redis, T, "b", &[]).await;
+    let mut late = connect(&b).await;
+    let ack = subscribe_one(&mut late, ch, Some(json!({"seq": 8, "epoch": e1}))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(epoch_of(&ack), e2, "{ack}");
+    assert_eq!(seq_of(&ack), 6, "{ack}");
+    assert!(
+        late.sync().await.is_empty(),
+        "no replay after recovered:false"
+    );
+    let marker = publish_marker(a.addr, ch).await;
+    assert_eq!(marker, 7);
+    assert_quiet(&mut sub, "subscriber", marker).await;
+    assert_quiet(&mut late, "late subscriber", marker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

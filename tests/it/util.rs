@@ -456,18 +456,35 @@ impl Drop for ServerProcess {
 pub(crate) struct RedisServer {
     child: Option<std::process::Child>,
     pub(crate) port: u16,
+    /// With [`RedisServer::start_in`]: where `SAVE` writes `dump.rdb` and a restart loads it.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers `PING`.
     pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Like [`RedisServer::start`], with RDB snapshots in `dir` (`dump.rdb`) taken only by an
+    /// explicit `SAVE`; a [`RedisServer::restart`] loads the last one, as a Redis with RDB
+    /// persistence does after a crash.
+    pub(crate) fn start_in(dir: &std::path::Path) -> RedisServer {
+        RedisServer::start_with(Some(dir.to_path_buf()))
+    }
+
+    fn start_with(dir: Option<std::path::PathBuf>) -> RedisServer {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut r = RedisServer { child: None, port };
+            let mut r = RedisServer {
+                child: None,
+                port,
+                dir: dir.clone(),
+            };
             if r.spawn() {
                 return r;
             }
@@ -478,7 +495,11 @@ impl RedisServer {
     /// Spawns on `self.port`; false if the process died before answering (port taken).
     fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
-        let mut child = std::process::Command::new("redis-server")
+        let mut cmd = std::process::Command::new("redis-server");
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir).args(["--dbfilename", "dump.rdb"]);
+        }
+        let mut child = cmd
             .args([
                 "--port",
                 &port,
@@ -524,7 +545,18 @@ impl RedisServer {
         }
     }
 
-    /// A new, empty server on the same port.
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub(crate) fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// A new server on the same port: empty, or with [`RedisServer::start_in`] loaded from
+    /// the last snapshot.
     pub(crate) fn restart(&mut self) {
         self.stop();
         for _ in 0..50 {
