@@ -141,6 +141,8 @@ pub struct ClusterStatus {
     pub events_in: AtomicU64,
     /// Events waiting for the publish pipeline.
     pub queued_events: std::sync::atomic::AtomicUsize,
+    /// Events sent to Redis whose answer has not come back yet.
+    pub in_flight: AtomicU64,
     /// Live nodes at the last heartbeat.
     pub live_nodes: AtomicU64,
     /// The last Redis error, for the status page.

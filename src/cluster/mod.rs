@@ -62,7 +62,7 @@ use std::sync::atomic::Ordering;
 /// Appends the cluster's Prometheus metrics to `/metrics`.
 pub fn render_metrics(out: &mut String, s: &ClusterStatus) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 7] = [
+    let rows: [(&str, &str, &str, u64); 8] = [
         (
             "quotecast_redis_up",
             "gauge",
@@ -102,8 +102,14 @@ pub fn render_metrics(out: &mut String, s: &ClusterStatus) {
         (
             "quotecast_cluster_publish_failures_total",
             "counter",
-            "Publishes refused with `unavailable` because Redis was unreachable.",
+            "Publishes answered `unavailable` (not sequenced) or `outcome_unknown` (Redis did not answer).",
             load(&s.publish_failures),
+        ),
+        (
+            "quotecast_cluster_publishes_in_flight",
+            "gauge",
+            "Events sent to Redis whose answer has not come back yet.",
+            load(&s.in_flight),
         ),
     ];
     for (name, kind, help, v) in rows {

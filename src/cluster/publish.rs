@@ -48,7 +48,7 @@ pub(super) async fn publisher(
                 .publish_failures
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             for job in jobs.drain(..) {
-                fail(&mesh, job.reply).await;
+                fail(&mesh, job.reply, PublishError::Unavailable).await;
             }
             continue;
         };
@@ -79,7 +79,9 @@ pub(super) async fn publisher(
             pipe.add_command(c);
             calls += 1;
         }
+        status.in_flight.store(flat.len() as u64, Ordering::Relaxed);
         let r: redis::RedisResult<Vec<Vec<u64>>> = pipe.query_async(&mut conn).await;
+        status.in_flight.store(0, Ordering::Relaxed);
         match r {
             Ok(seqs) if seqs.len() == calls => {
                 let mut it = seqs.into_iter().flatten();
@@ -96,8 +98,12 @@ pub(super) async fn publisher(
                 status
                     .publish_failures
                     .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                let error = match &other {
+                    Err(e) if calls == 1 && refused_unrun(e) => PublishError::Unavailable,
+                    _ => PublishError::OutcomeUnknown,
+                };
                 for job in jobs.drain(..) {
-                    fail(&mesh, job.reply).await;
+                    fail(&mesh, job.reply, error).await;
                 }
                 match other {
                     Err(e) => report(&done_tx, gen, e),
@@ -123,27 +129,35 @@ async fn answer(mesh: &Mesh<ShardMsg>, reply: PubReply, seqs: Vec<(u16, u64)>) {
     }
 }
 
-/// Tells whoever waits that the publish did not happen.
-async fn fail(mesh: &Mesh<ShardMsg>, reply: PubReply) {
+/// Whether Redis refused a script call before running any of it (so nothing was
+/// sequenced): a missing script, a read-only replica, Redis loading or busy, out of memory.
+/// Any other failure after the call was sent (I/O, timeout, an error inside the script)
+/// leaves the outcome unknown.
+fn refused_unrun(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind as K;
+    match e.kind() {
+        redis::ErrorKind::Server(k) => {
+            matches!(
+                k,
+                K::NoScript | K::ReadOnly | K::BusyLoading | K::TryAgain | K::MasterDown
+            ) || e
+                .code()
+                .is_some_and(|c| c == "OOM" || c == "BUSY" || c == "NOPERM")
+        }
+        _ => false,
+    }
+}
+
+/// Tells whoever waits that the publish did not happen, or may not have.
+async fn fail(mesh: &Mesh<ShardMsg>, reply: PubReply, error: PublishError) {
     match reply {
         PubReply::None => {}
         PubReply::Http { tx, .. } => {
-            let _ = tx.send(Err(PublishError::Unavailable));
+            let _ = tx.send(Err(error));
         }
         PubReply::Peer {
             shard, conn, token, ..
-        } => {
-            send_retry(
-                mesh,
-                shard,
-                Remote::PublishFailed {
-                    conn,
-                    token,
-                    error: PublishError::Unavailable,
-                },
-            )
-            .await
-        }
+        } => send_retry(mesh, shard, Remote::PublishFailed { conn, token, error }).await,
     }
 }
 

@@ -35,6 +35,9 @@ use crate::protocol::{encode, Format};
 type Resp = Response<Full<Bytes>>;
 
 /// Serves HTTP on a socket (with its first bytes replayed) until it closes or upgrades.
+/// When the shard drains (SIGTERM), the request in flight is finished and answered (a
+/// publish waiting for Redis included), then the connection closes; the shard's drain
+/// waits for that, up to `shutdown.drain_ms`.
 pub fn serve(ctx: Rc<ShardCtx>, stream: Prefixed, guard: ConnectionGuard) {
     let io = TokioIo::new(stream);
     let svc_ctx = ctx.clone();
@@ -44,11 +47,25 @@ pub fn serve(ctx: Rc<ShardCtx>, stream: Prefixed, guard: ConnectionGuard) {
         .max_buf_size(16 * 1024)
         .serve_connection(io, service_fn(move |req| handle(svc_ctx.clone(), req)))
         .with_upgrades();
+    let busy = ctx.http_conn();
     tokio::task::spawn_local(async move {
         let _guard = guard;
-        if let Err(e) = fut.await {
+        let mut fut = std::pin::pin!(fut);
+        let done = tokio::select! {
+            r = fut.as_mut() => Some(r),
+            _ = busy.drained() => None,
+        };
+        let r = match done {
+            Some(r) => r,
+            None => {
+                fut.as_mut().graceful_shutdown();
+                fut.await
+            }
+        };
+        if let Err(e) = r {
             tracing::trace!(error = %e, "http connection ended");
         }
+        drop(busy);
     });
 }
 

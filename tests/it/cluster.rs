@@ -1575,3 +1575,85 @@ async fn cluster_publish_queue_is_bounded_in_events() {
     assert!(refused >= 10, "acked {acked}, refused {refused}");
     assert!(acked >= 10, "acked {acked}, refused {refused}");
 }
+
+/// The value of one sample on the node's `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (st, body) = http(addr, "GET", "/metrics", "").await;
+    assert_eq!(st, 200, "{body}");
+    let samples = quotecast::metrics::parse_exposition(&body).unwrap_or_else(|e| panic!("{e}"));
+    samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .value
+}
+
+/// Polls the node's log until it contains `needle`.
+async fn wait_log(test: &str, id: &str, needle: &str) {
+    let path = log_path(test, id);
+    let t0 = Instant::now();
+    loop {
+        if std::fs::read_to_string(&path).is_ok_and(|l| l.contains(needle)) {
+            return;
+        }
+        assert!(t0.elapsed() < SLOW, "{path:?} never said {needle:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Regression (issue #15, defect 3): a node exited 2-10 ms after SIGTERM without answering
+/// the HTTP publishes it had sent to Redis, which were then delivered anyway. Now the drain
+/// waits for them: with Redis hung (SIGSTOP), SIGTERM, then Redis resumes; the publish is
+/// answered (200 with its seq, delivered to a subscriber on another node, or `503
+/// outcome_unknown` if Redis's answer missed the 2 s response timeout), then the node exits
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_sigterm_answers_http_publishes_in_flight() {
+    const T: &str = "drain";
+    let redis = RedisServer::start();
+    let a = node(&redis, T, "a", &["--drain-ms", "10000"]).await;
+    let b = node(&redis, T, "b", &[]).await;
+    let ch = "trades.DRAIN";
+    let mut sub = connect(&b).await;
+    subscribe_one(&mut sub, ch, None).await;
+
+    redis.signal("STOP");
+    let addr = a.addr;
+    let body = json!({"channel": ch, "event": "tick", "data": {"i": 1}}).to_string();
+    let pending = tokio::spawn(async move { http(addr, "POST", "/api/publish", &body).await });
+    wait_until_async("the publish is in flight at Redis", || async {
+        metric(addr, "quotecast_cluster_publishes_in_flight").await >= 1.0
+    })
+    .await;
+    a.sigterm();
+    wait_log(T, "a", "SIGTERM: draining").await;
+    redis.signal("CONT");
+    let (st, body) = pending.await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {st} {body}"));
+    if st == 200 {
+        let seq = seq_of(&v);
+        let evs = events_until(&mut sub, seq).await;
+        assert_eq!(evs.last().unwrap()["data"]["i"], 1, "{evs:?}");
+    } else {
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (503, Some("outcome_unknown")),
+            "{body}"
+        );
+    }
+    let status = a.take().wait().unwrap();
+    assert!(status.success(), "node a exited with {status}");
+}
+
+/// Polls an async condition until it holds; panics, naming `what`, after [`SLOW`].
+async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !cond().await {
+        assert!(t0.elapsed() < SLOW, "{what}: not within {SLOW:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -111,9 +111,15 @@ pub enum PubReply {
 /// Why a publish accepted for sequencing did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    /// Cluster mode: Redis is unreachable, so no sequence number can be assigned.
-    #[error("the cluster's Redis is unreachable; retry")]
+    /// Cluster mode: the publish was not sequenced (Redis unreachable, or it refused the
+    /// command before running it); a retry cannot duplicate it.
+    #[error("the cluster's Redis is unreachable; the publish was not sequenced, retry")]
     Unavailable,
+    /// Cluster mode: the publish reached Redis but no answer came back (the connection
+    /// broke or timed out): it may have been sequenced and delivered. Retry only with the
+    /// same idempotency key, or a retry may publish it twice.
+    #[error("Redis did not answer: the publish may have happened; retry only with the same idempotency key")]
+    OutcomeUnknown,
 }
 
 impl PublishError {
@@ -121,6 +127,7 @@ impl PublishError {
     pub fn code(self) -> &'static str {
         match self {
             PublishError::Unavailable => "unavailable",
+            PublishError::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
