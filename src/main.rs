@@ -155,6 +155,9 @@ struct ServeArgs {
     /// Cluster mode: a crashed node's presence entries vanish after this [default: 10000].
     #[arg(long, env = "QUOTECAST_PRESENCE_TTL_MS")]
     presence_ttl_ms: Option<u64>,
+    /// Cluster mode: `/ready` fails while Redis is unreachable (publishes cannot be sequenced).
+    #[arg(long, env = "QUOTECAST_READY_REQUIRES_REDIS")]
+    ready_requires_redis: bool,
 }
 
 impl ServeArgs {
@@ -218,6 +221,9 @@ impl ServeArgs {
         set(&mut raw.cluster.redis, &self.redis);
         set(&mut raw.cluster.node_id, &self.node_id);
         set(&mut raw.cluster.presence_ttl_ms, &self.presence_ttl_ms);
+        if given("ready_requires_redis") {
+            raw.cluster.ready_requires_redis = self.ready_requires_redis;
+        }
         let limits = &mut raw.limits;
         set(
             &mut limits.max_connections_per_user,

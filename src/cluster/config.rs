@@ -20,6 +20,12 @@ pub struct ClusterConfig {
     /// Events waiting for Redis, across all shards; beyond it publishes are refused with
     /// `overloaded`.
     pub publish_queue: usize,
+    /// `/ready` fails (503) while Redis is unreachable, i.e. while publishes cannot be
+    /// sequenced (otherwise a node stays ready: it still serves its connections).
+    pub ready_requires_redis: bool,
+    /// How long Redis remembers a publish's idempotency key (a retry with the key within
+    /// it returns the original seqs instead of publishing again).
+    pub idempotency_window: Duration,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -31,6 +37,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("presence_ttl", &self.presence_ttl)
             .field("history_ttl", &self.history_ttl)
             .field("publish_queue", &self.publish_queue)
+            .field("ready_requires_redis", &self.ready_requires_redis)
+            .field("idempotency_window", &self.idempotency_window)
             .finish()
     }
 }
@@ -59,6 +67,10 @@ pub struct RawCluster {
     pub history_ttl_secs: u64,
     /// `publish_queue`.
     pub publish_queue: usize,
+    /// `ready_requires_redis`.
+    pub ready_requires_redis: bool,
+    /// `idempotency_window_secs`.
+    pub idempotency_window_secs: u64,
 }
 
 impl std::fmt::Debug for RawCluster {
@@ -70,6 +82,8 @@ impl std::fmt::Debug for RawCluster {
             .field("presence_ttl_ms", &self.presence_ttl_ms)
             .field("history_ttl_secs", &self.history_ttl_secs)
             .field("publish_queue", &self.publish_queue)
+            .field("ready_requires_redis", &self.ready_requires_redis)
+            .field("idempotency_window_secs", &self.idempotency_window_secs)
             .finish()
     }
 }
@@ -83,6 +97,8 @@ impl Default for RawCluster {
             presence_ttl_ms: 10_000,
             history_ttl_secs: 86_400,
             publish_queue: 4096,
+            ready_requires_redis: false,
+            idempotency_window_secs: 300,
         }
     }
 }
@@ -129,6 +145,12 @@ impl RawCluster {
         if self.publish_queue < 16 {
             return Err(("cluster.publish_queue", "must be at least 16".into()));
         }
+        if !(1..=86_400).contains(&self.idempotency_window_secs) {
+            return Err((
+                "cluster.idempotency_window_secs",
+                "must be 1..=86400".into(),
+            ));
+        }
         let node_id = if self.node_id.is_empty() {
             format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
         } else {
@@ -141,6 +163,8 @@ impl RawCluster {
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             history_ttl: Duration::from_secs(self.history_ttl_secs),
             publish_queue: self.publish_queue,
+            ready_requires_redis: self.ready_requires_redis,
+            idempotency_window: Duration::from_secs(self.idempotency_window_secs),
         }))
     }
 
@@ -155,6 +179,8 @@ impl RawCluster {
                 presence_ttl_ms: c.presence_ttl.as_millis() as u64,
                 history_ttl_secs: c.history_ttl.as_secs(),
                 publish_queue: c.publish_queue,
+                ready_requires_redis: c.ready_requires_redis,
+                idempotency_window_secs: c.idempotency_window.as_secs(),
             },
         }
     }
@@ -198,6 +224,10 @@ mod tests {
         assert_eq!(bad(|r| r.node_id = "a b".into()), "cluster.node_id");
         assert_eq!(bad(|r| r.prefix = String::new()), "cluster.prefix");
         assert_eq!(bad(|r| r.presence_ttl_ms = 10), "cluster.presence_ttl_ms");
+        assert_eq!(
+            bad(|r| r.idempotency_window_secs = 0),
+            "cluster.idempotency_window_secs"
+        );
         let ok = RawCluster {
             redis: "redis://127.0.0.1:6379".into(),
             ..RawCluster::default()

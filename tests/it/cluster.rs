@@ -1657,3 +1657,56 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `/ready` until it answers `want`; returns the body.
+async fn wait_ready(addr: std::net::SocketAddr, want: u16) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (st, body) = http(addr, "GET", "/ready", "").await;
+        if st == want {
+            return body;
+        }
+        assert!(
+            t0.elapsed() < SLOW,
+            "{addr}: /ready never answered {want}; last {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Readiness modes (issue #15): by default a node stays ready through a Redis outage (it
+/// still serves its connections); with `--ready-requires-redis` its `/ready` fails while
+/// publishes cannot be sequenced and recovers when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_readiness_can_require_redis() {
+    const T: &str = "ready";
+    let mut redis = RedisServer::start();
+    let strict = node(&redis, T, "strict", &["--ready-requires-redis"]).await;
+    let lenient = node(&redis, T, "lenient", &[]).await;
+    wait_ready(strict.addr, 200).await;
+    wait_ready(lenient.addr, 200).await;
+
+    redis.stop();
+    let why = wait_ready(strict.addr, 503).await;
+    assert!(why.contains("Redis is unreachable"), "{why}");
+    wait_health(lenient.addr, "down", SLOW).await;
+    let (st, body) = http(lenient.addr, "GET", "/ready", "").await;
+    assert_eq!(st, 200, "the default mode stays ready: {body}");
+    // What the strict node's balancer spares publishers: a publish now is not sequenced.
+    let (st, body) = http(
+        strict.addr,
+        "POST",
+        "/api/publish",
+        &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 503, "{body}");
+    // `outcome_unknown` when it went out on the dying connection before the node saw it fail.
+    assert!(
+        body.contains("\"unavailable\"") || body.contains("\"outcome_unknown\""),
+        "{body}"
+    );
+
+    redis.restart();
+    wait_ready(strict.addr, 200).await;
+}
