@@ -417,6 +417,7 @@ impl Bridge {
             self.keys.clone(),
             self.rules.clone(),
             self.cfg.history_ttl.as_secs(),
+            self.cfg.idempotency_window.as_secs(),
             done_tx.clone(),
         ));
         let mut stream: Option<PubSubStream> = None;
@@ -913,13 +914,22 @@ impl Bridge {
     /// The link failed: reconnect. With `shared`, the publisher stops using the command
     /// connection at once (it failed); without, it keeps it until the new link replaces it.
     fn on_broken(&mut self, gen: u64, error: String, shared: Option<&SharedLink>) {
-        if gen != self.gen || self.link.is_none() {
+        if gen != self.gen {
+            return;
+        }
+        // The command connection failed (perhaps after the pub/sub one, which left it to
+        // the publisher): later publishes are refused unsent (`unavailable`) until the new
+        // link, instead of going out on a dead connection (`outcome_unknown`).
+        if let Some(shared) = shared {
+            let mut s = shared.borrow_mut();
+            if s.as_ref().is_some_and(|l| l.gen == gen) {
+                *s = None;
+            }
+        }
+        if self.link.is_none() {
             return;
         }
         self.link = None;
-        if let Some(shared) = shared {
-            *shared.borrow_mut() = None;
-        }
         self.status.up.store(false, Ordering::Relaxed);
         self.status.disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %error, "lost the connection to Redis; serving local connections, reconnecting");

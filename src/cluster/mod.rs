@@ -32,7 +32,11 @@
 //!   While a read is in flight, live messages are not passed on (the read covers them); if
 //!   one went by beyond what the read returned, the channel is read again.
 //!   While Redis is unreachable, connections stay up, publishes are refused with
-//!   `unavailable`, and the bridge reconnects with backoff.
+//!   `unavailable` (not sequenced), and the bridge reconnects with backoff. A publish sent
+//!   to Redis without an answer (I/O error, timeout) fails with `outcome_unknown`: it may
+//!   have happened. A publish may carry an idempotency key, which the PUBLISH script keeps
+//!   with its seqs for a window, so a retry returns the original seqs instead of a second
+//!   event.
 //! - **Rewinds.** A Redis that comes back with older data (restarted from an RDB snapshot,
 //!   AOF `everysec` after a crash, a lagging replica promoted) would give sequence numbers
 //!   already delivered to new events. The scripts prevent it: each channel's hash records

@@ -7,6 +7,8 @@
 //! - `P:{C}:x` stream of the channel's last `history` events, entry id `<seq>-0`, fields
 //!   `e` (event name), `t` (publish time, ns) and `d` (the JSON data);
 //! - `P:ev:C` the pub/sub channel carrying each sequenced event to the nodes;
+//! - `P:idem:K` the seqs (comma-separated) of the publish with idempotency key K, expiring
+//!   after `idempotency_window_secs`;
 //! - `P:nodes` sorted set of live nodes scored by when their presence expires (ms);
 //! - `P:node:N:users` / `P:node:N:subs` hashes: node N's connections per user and
 //!   subscribers per channel, expiring with the node.
@@ -59,6 +61,11 @@ impl Keys {
         pubsub
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":ev:")
+    }
+
+    /// What Redis remembers of a publish with idempotency key `key`: its seqs.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
     }
 
     /// The live-node set.
@@ -118,17 +125,44 @@ pub fn parse_message(channel: &Arc<str>, payload: Bytes) -> Option<RawEvent> {
 /// number is ever given twice within an epoch. A clean restart that lost nothing costs a
 /// `resync` per channel; a silent loss is never possible.
 ///
-/// KEYS: meta, stream per event. ARGV[1]: TTL (s), ARGV[2]: the Redis `run_id` the node
-/// connected to; per event: pub/sub name, candidate epoch, history length, event name,
-/// publish time, data.
+/// **Idempotency keys.** A publish (job) may carry a key: its first event's last argument
+/// is then the job's event count, and the key's Redis name follows the events' keys. When
+/// Redis still holds that key, the job's events are skipped and the seqs stored under it are
+/// returned (padded with 0 should the job now have more events than then); otherwise the
+/// job is sequenced and its seqs are stored under the key, expiring after the window.
+///
+/// KEYS: meta, stream per event, then one idempotency key per keyed job. ARGV[1]: TTL (s),
+/// ARGV[2]: the Redis `run_id` the node connected to, ARGV[3]: idempotency window (s),
+/// ARGV[4]: number of events; per event: pub/sub name, candidate epoch, history length,
+/// event name, publish time, data, and "" or (first event of a keyed job) the job's size.
 pub const PUBLISH: &str = r#"
-local ttl, rid = ARGV[1], ARGV[2]
+local ttl, rid, win, nev = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {}
 local chans = {}
 local order = {}
-local a = 3
-for i = 1, #KEYS, 2 do
-  local meta, stream = KEYS[i], KEYS[i + 1]
+local kn = 2 * nev
+local jkey, jleft, jseqs = nil, 0, nil
+local skip = 0
+local a = 5
+for i = 1, nev do
+  local g = ARGV[a + 6]
+  if g ~= '' then
+    kn = kn + 1
+    local n = tonumber(g)
+    local prev = redis.call('GET', KEYS[kn])
+    if prev then
+      local got = {}
+      for x in string.gmatch(prev, '%d+') do got[#got + 1] = tonumber(x) end
+      for j = 1, n do out[#out + 1] = got[j] or 0 end
+      skip = n
+    else
+      jkey, jleft, jseqs = KEYS[kn], n, {}
+    end
+  end
+  if skip > 0 then
+    skip = skip - 1
+  else
+  local meta, stream = KEYS[2 * i - 1], KEYS[2 * i]
   local ps, maxlen, ev, ts, data = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local c = chans[meta]
   if not c then
@@ -144,7 +178,6 @@ for i = 1, #KEYS, 2 do
     chans[meta] = c
     order[#order + 1] = meta
   end
-  a = a + 6
   c.seq = c.seq + 1
   local seq = string.format('%d', c.seq)
   if c.hist then
@@ -152,6 +185,16 @@ for i = 1, #KEYS, 2 do
   end
   redis.call('PUBLISH', ps, c.epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ev .. '\n' .. data)
   out[#out + 1] = c.seq
+  if jkey then
+    jseqs[#jseqs + 1] = seq
+    jleft = jleft - 1
+    if jleft == 0 then
+      redis.call('SET', jkey, table.concat(jseqs, ','), 'EX', win)
+      jkey = nil
+    end
+  end
+  end
+  a = a + 7
 end
 for _, meta in ipairs(order) do
   local c = chans[meta]

@@ -768,7 +768,10 @@ async fn cluster_redis_restart_mid_stream() {
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    (Some("error"), Some("unavailable")) => {
+                    // `outcome_unknown`: sent on the connection to the killed Redis. It
+                    // may have been sequenced before the crash (then it repeats across the
+                    // epochs, which the checks below allow).
+                    (Some("error"), Some("unavailable" | "outcome_unknown")) => {
                         assert_eq!(v["id"], i, "{v}");
                         unavailable += 1;
                         unavailable_seen.fetch_add(1, Ordering::SeqCst);
@@ -802,7 +805,12 @@ async fn cluster_redis_restart_mid_stream() {
     .await;
     assert_eq!(st, 503, "HTTP publish while redis is down: {body}");
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(v["error"]["code"], "unavailable", "{body}");
+    // `outcome_unknown` when it went out on b's connection to the killed Redis before b
+    // saw that connection fail; never a success.
+    assert!(
+        v["error"]["code"] == "unavailable" || v["error"]["code"] == "outcome_unknown",
+        "{body}"
+    );
     // Subscribers' connections stay open through the outage.
     let mut bystander = connect(&b).await;
     bystander.send(json!({"op":"ping","id":1})).await;
@@ -1004,7 +1012,10 @@ async fn cluster_pubsub_disconnect_is_filled_from_history() {
                         i += 1;
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    (Some("error"), Some("unavailable")) => {
+                    // `outcome_unknown`: sent on the connection to the killed Redis. It
+                    // may have been sequenced before the crash (then it repeats across the
+                    // epochs, which the checks below allow).
+                    (Some("error"), Some("unavailable" | "outcome_unknown")) => {
                         unavailable += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -1709,4 +1720,93 @@ async fn cluster_readiness_can_require_redis() {
 
     redis.restart();
     wait_ready(strict.addr, 200).await;
+}
+
+/// Regression (issue #15, defect 2): with Redis hung (SIGSTOP), a publish already sent to
+/// Redis was answered `unavailable` ("not sequenced; retry") and then delivered after
+/// SIGCONT, so a retry made a duplicate. Now such a publish is answered `outcome_unknown`,
+/// and a retry with the same idempotency key returns the original seq instead of a second
+/// event (HTTP `Idempotency-Key` header and WebSocket `idempotency_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_idempotency_key_makes_retries_after_outcome_unknown_safe() {
+    const T: &str = "idem";
+    let redis = RedisServer::start();
+    let a = node(&redis, T, "a", &[]).await;
+    let b = node(&redis, T, "b", &[]).await;
+    let ch = "trades.IDEM";
+    let mut sub = connect(&b).await;
+    subscribe_one(&mut sub, ch, None).await;
+    let body = json!({"channel": ch, "event": "tick", "data": {"i": 1}}).to_string();
+    let keyed = |body: String| async move {
+        http_with(
+            a.addr,
+            "POST",
+            "/api/publish",
+            &[("Idempotency-Key", "order-7f3a")],
+            &body,
+        )
+        .await
+    };
+
+    redis.signal("STOP");
+    let addr = a.addr;
+    let first = tokio::spawn({
+        let body = body.clone();
+        async move {
+            http_with(
+                addr,
+                "POST",
+                "/api/publish",
+                &[("Idempotency-Key", "order-7f3a")],
+                &body,
+            )
+            .await
+        }
+    });
+    wait_until_async("the publish is in flight at Redis", || async {
+        metric(addr, "quotecast_cluster_publishes_in_flight").await >= 1.0
+    })
+    .await;
+    // Redis stays hung past the node's 2 s response timeout.
+    let (st, resp) = first.await.unwrap();
+    assert_eq!(st, 503, "{resp}");
+    assert!(resp.contains("\"outcome_unknown\""), "{resp}");
+    redis.signal("CONT");
+    // It did happen: Redis ran it once resumed.
+    let evs = events_until(&mut sub, 1).await;
+    assert_eq!(evs[0]["data"]["i"], 1, "{evs:?}");
+
+    // The retry with the key returns the original seq and publishes nothing.
+    wait_health(a.addr, "up", SLOW).await;
+    let (st, resp) = keyed(body.clone()).await;
+    assert_eq!(st, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(v["seq"], 1, "{resp}");
+
+    // The same over WebSocket: two publishes with one key, one event.
+    let mut p = connect(&a).await;
+    let op = json!({"op":"publish","id":"w","channel":ch,"event":"tick","data":{"i":2},
+        "idempotency_key":"ws-2"});
+    p.send(op.clone()).await;
+    let ack1 = p.recv().await;
+    p.send(op).await;
+    let ack2 = p.recv().await;
+    assert_eq!(ack1["type"], "published", "{ack1}");
+    assert_eq!((seq_of(&ack1), seq_of(&ack2)), (2, 2), "{ack1} {ack2}");
+    let evs = events_until(&mut sub, 2).await;
+    assert_eq!(evs[0]["data"]["i"], 2, "{evs:?}");
+
+    // A bad key is refused before anything happens.
+    let (st, resp) = http_with(
+        a.addr,
+        "POST",
+        "/api/publish",
+        &[("Idempotency-Key", "has space")],
+        &body,
+    )
+    .await;
+    assert_eq!(st, 400, "{resp}");
+    let marker = publish_marker(a.addr, ch).await;
+    assert_eq!(marker, 3, "no duplicate was sequenced");
+    assert_quiet(&mut sub, "subscriber", marker).await;
 }
