@@ -809,8 +809,26 @@ impl Bridge {
         self.connecting = true;
         let client = self.client.clone();
         let tx = done_tx.clone();
+        let sentinel = (!self.cfg.sentinel_master.is_empty())
+            .then(|| (self.cfg.sentinel_master.clone(), self.cfg.sentinels.clone()));
         tokio::task::spawn_local(async move {
-            let _ = tx.send(match open(client).await {
+            let opened = match sentinel {
+                None => open(client, false).await,
+                Some((master, sentinels)) => {
+                    match super::sentinel::master_client(
+                        &client,
+                        &master,
+                        &sentinels,
+                        REDIS_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(c) => open(c, true).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let _ = tx.send(match opened {
                 Ok(parts) => Done::Connected(Box::new(parts)),
                 Err(e) => Done::ConnectFailed(e.to_string()),
             });
@@ -953,8 +971,9 @@ impl Bridge {
     }
 }
 
-/// Whether a Redis error means the connection (or its scripts) is gone, so the bridge must
-/// reconnect; other errors (out of memory, a wrong key type) fail only the command.
+/// Whether a Redis error means the connection (or its scripts) is gone, or the server is no
+/// longer the master (`READONLY`: demoted by a failover), so the bridge must reconnect (and,
+/// with Sentinel, find the new master); other errors (out of memory, a wrong key type) fail only the command.
 pub(super) fn breaks_link(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -962,7 +981,9 @@ pub(super) fn breaks_link(e: &redis::RedisError) -> bool {
         || e.is_unrecoverable_error()
         || matches!(
             e.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::NoScript | redis::ServerErrorKind::ReadOnly
+            )
         )
 }
 
@@ -984,8 +1005,10 @@ async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
 }
 
 /// Opens both connections and loads the scripts.
+/// With `must_be_master` (Sentinel), first checks that the server is a master.
 async fn open(
     client: redis::Client,
+    must_be_master: bool,
 ) -> redis::RedisResult<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)> {
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -993,6 +1016,9 @@ async fn open(
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
+    if must_be_master {
+        super::sentinel::check_master(&mut conn).await?;
+    }
     let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| {

@@ -54,6 +54,7 @@ pub mod bridge;
 pub mod config;
 mod presence;
 mod publish;
+mod sentinel;
 mod tracker;
 pub mod wire;
 

@@ -1810,3 +1810,92 @@ async fn cluster_idempotency_key_makes_retries_after_outcome_unknown_safe() {
     assert_eq!(marker, 3, "no duplicate was sequenced");
     assert_quiet(&mut sub, "subscriber", marker).await;
 }
+
+/// Redis Sentinel (issue #15): a node finds the master through a sentinel, and when the
+/// master is killed and the sentinel promotes its replica, the node reconnects to the new
+/// master by itself. The new master is another Redis process, so the channel gets a new
+/// epoch: its subscribers get a `resync` (never a silent loss, even if the replica had not
+/// received the last events), and publishing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_sentinel_failover() {
+    const T: &str = "sentinel";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-sentinel");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(master.port);
+    let linked = || {
+        matches!(replica.cmd(&["INFO", "replication"]),
+            RespValue::Bulk(Some(b)) if String::from_utf8_lossy(&b).contains("master_link_status:up"))
+    };
+    wait_until("the replica is in sync", SLOW, linked).await;
+    let sentinel = RedisServer::start_sentinel(&dir, "qc", master.port);
+    let knows_replica = || {
+        matches!(sentinel.cmd(&["SENTINEL", "replicas", "qc"]),
+            RespValue::Array(Some(r)) if !r.is_empty())
+    };
+    wait_until("the sentinel knows the replica", SLOW, knows_replica).await;
+
+    // The node is given only the sentinel; the URL's host and port are not used.
+    let sentinel_addr = format!("127.0.0.1:{}", sentinel.port);
+    let mut cmd = ServerProcess::command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--allow-anonymous",
+        "--anonymous-publish",
+        "--redis",
+        "redis://unused.invalid:1",
+        "--sentinel-master",
+        "qc",
+        "--sentinel",
+        &sentinel_addr,
+        "--node-id",
+        "a",
+    ]);
+    cmd.stderr(std::fs::File::create(log_path(T, "a")).unwrap());
+    let a = ServerProcess::start(&mut cmd);
+    wait_health(a.addr, "up", SLOW).await;
+
+    let ch = "trades.SENT";
+    let meta = format!("quotecast:{{{ch}}}:m");
+    let mut sub = connect(&a).await;
+    let e1 = epoch_of(&subscribe_one(&mut sub, ch, None).await);
+    let mut p = connect(&a).await;
+    for i in 1..=3u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(seqs(&events_until(&mut sub, 3).await), vec![1, 2, 3]);
+
+    master.stop();
+    let promoted = format!("{}", replica.port);
+    wait_until("the sentinel promotes the replica", SLOW, || {
+        matches!(sentinel.cmd(&["SENTINEL", "get-master-addr-by-name", "qc"]),
+            RespValue::Array(Some(a)) if a.get(1) == Some(&RespValue::Bulk(Some(promoted.clone().into_bytes()))))
+    })
+    .await;
+    wait_health(a.addr, "up", SLOW).await;
+    let f = tokio::time::timeout(SLOW, sub.next())
+        .await
+        .expect("a resync after the failover")
+        .expect("the subscriber stays connected");
+    assert_eq!(f["type"], "subscribed", "{f}");
+    assert_eq!(f["resync"], true, "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, e1, "another Redis process: a new epoch: {f}");
+    let s = seq_of(&f);
+    assert!(s <= 3, "{f}");
+    assert_eq!(
+        replica.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch lives in the new master"
+    );
+    assert_eq!(publish_ws(&mut p, ch, json!({"i": "after"})).await, s + 1);
+    let evs = events_until(&mut sub, s + 1).await;
+    assert_eq!(evs.last().unwrap()["data"]["i"], "after");
+    let marker = publish_marker(a.addr, ch).await;
+    assert_quiet(&mut sub, "subscriber", marker).await;
+}
