@@ -1717,6 +1717,36 @@ async fn cluster_readiness_can_require_redis() {
         body.contains("\"unavailable\"") || body.contains("\"outcome_unknown\""),
         "{body}"
     );
+    // Once the node has seen its connection fail, publishes are refused unsent: `unavailable`
+    // (safe to retry), never `outcome_unknown` again while Redis is down.
+    let t0 = Instant::now();
+    loop {
+        let (st, body) = http(
+            strict.addr,
+            "POST",
+            "/api/publish",
+            &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+        if body.contains("\"unavailable\"") {
+            break;
+        }
+        assert!(body.contains("\"outcome_unknown\""), "{body}");
+        assert!(t0.elapsed() < SLOW, "never `unavailable`: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let (st, body) = http(
+            strict.addr,
+            "POST",
+            "/api/publish",
+            &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+        assert!(body.contains("\"unavailable\""), "{body}");
+    }
 
     redis.restart();
     wait_ready(strict.addr, 200).await;
