@@ -1617,7 +1617,7 @@ async fn wait_log(test: &str, id: &str, needle: &str) {
 /// waits for them: with Redis hung (SIGSTOP), SIGTERM, then Redis resumes; the publish is
 /// answered (200 with its seq, delivered to a subscriber on another node, or `503
 /// outcome_unknown` if Redis's answer missed the 2 s response timeout), then the node exits
-/// cleanly.
+/// cleanly. A WebSocket publish waiting behind it is answered before its 1012 close too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_sigterm_answers_http_publishes_in_flight() {
     const T: &str = "drain";
@@ -1636,9 +1636,31 @@ async fn cluster_sigterm_answers_http_publishes_in_flight() {
         metric(addr, "quotecast_cluster_publishes_in_flight").await >= 1.0
     })
     .await;
+    // A WebSocket publish queued behind it (the pong proves the node has taken the op).
+    let mut wp = connect(&a).await;
+    wp.send(json!({"op":"publish","id":"w","channel":ch,"event":"tick","data":{"i":2}}))
+        .await;
+    wp.send(json!({"op":"ping","id":"pg"})).await;
+    wp.expect_type("pong").await;
     a.sigterm();
     wait_log(T, "a", "SIGTERM: draining").await;
     redis.signal("CONT");
+    // The WebSocket publisher gets the notice, then its answer, then the 1012 close.
+    let (frames, closed) = wp.until_close().await;
+    assert_eq!(closed.code, 1012, "{closed:?} after {frames:?}");
+    assert_eq!(frames[0]["type"], "server_shutdown", "{frames:?}");
+    let answer = frames
+        .iter()
+        .find(|f| f["id"] == "w")
+        .unwrap_or_else(|| panic!("no answer to the WebSocket publish: {frames:?}"));
+    assert!(
+        answer["type"] == "published"
+            || matches!(
+                answer["code"].as_str(),
+                Some("outcome_unknown" | "unavailable")
+            ),
+        "{answer}"
+    );
     let (st, body) = pending.await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {st} {body}"));
     if st == 200 {
