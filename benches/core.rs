@@ -186,6 +186,7 @@ fn simd_pub_event(p: &simd_json::OwnedValue) -> Option<PubEvent> {
         channel: channel.to_owned(),
         event: event.to_owned(),
         data: Bytes::from(data),
+        key: None,
     })
 }
 
@@ -634,6 +635,7 @@ fn bench_fanout_engine(c: &mut Criterion) {
                             channel: channel.to_string(),
                             event: EVENT.to_string(),
                             data: data.clone(),
+                            key: None,
                         }],
                         |_| PubReply::None,
                     )
@@ -687,6 +689,7 @@ fn bench_shards(c: &mut Criterion) {
                                             channel: names[(i + k) % names.len()].clone(),
                                             event: EVENT.to_string(),
                                             data: data.clone(),
+                                            key: None,
                                         })
                                         .collect();
                                     shard

@@ -155,6 +155,16 @@ struct ServeArgs {
     /// Cluster mode: a crashed node's presence entries vanish after this [default: 10000].
     #[arg(long, env = "QUOTECAST_PRESENCE_TTL_MS")]
     presence_ttl_ms: Option<u64>,
+    /// Cluster mode: `/ready` fails while Redis is unreachable (publishes cannot be sequenced).
+    #[arg(long, env = "QUOTECAST_READY_REQUIRES_REDIS")]
+    ready_requires_redis: bool,
+    /// Cluster mode with Redis Sentinel: the master's name (`--redis` then gives only the
+    /// password and database).
+    #[arg(long, env = "QUOTECAST_SENTINEL_MASTER")]
+    sentinel_master: Option<String>,
+    /// Cluster mode with Redis Sentinel: a sentinel's `host:port` (repeat, or comma-separate).
+    #[arg(long, env = "QUOTECAST_SENTINELS", value_delimiter = ',')]
+    sentinel: Vec<String>,
 }
 
 impl ServeArgs {
@@ -218,6 +228,13 @@ impl ServeArgs {
         set(&mut raw.cluster.redis, &self.redis);
         set(&mut raw.cluster.node_id, &self.node_id);
         set(&mut raw.cluster.presence_ttl_ms, &self.presence_ttl_ms);
+        if given("ready_requires_redis") {
+            raw.cluster.ready_requires_redis = self.ready_requires_redis;
+        }
+        set(&mut raw.cluster.sentinel_master, &self.sentinel_master);
+        if !self.sentinel.is_empty() {
+            raw.cluster.sentinels = self.sentinel.clone();
+        }
         let limits = &mut raw.limits;
         set(
             &mut limits.max_connections_per_user,

@@ -141,6 +141,8 @@ pub struct ClusterStatus {
     pub events_in: AtomicU64,
     /// Events waiting for the publish pipeline.
     pub queued_events: std::sync::atomic::AtomicUsize,
+    /// Events sent to Redis whose answer has not come back yet.
+    pub in_flight: AtomicU64,
     /// Live nodes at the last heartbeat.
     pub live_nodes: AtomicU64,
     /// The last Redis error, for the status page.
@@ -294,6 +296,10 @@ impl Cluster {
 /// The script hashes, loaded on every (re)connect.
 #[derive(Debug, Clone)]
 pub(super) struct Shas {
+    /// The `run_id` of the Redis process this connection reaches (a restarted or promoted
+    /// Redis has another): written into every channel it sequences, so that a Redis that
+    /// comes back with older data is noticed by the first script to touch the channel.
+    pub(super) run_id: String,
     pub(super) publish: String,
     pub(super) sync: String,
     pub(super) heartbeat: String,
@@ -381,8 +387,19 @@ pub(super) struct Bridge {
 }
 
 /// The shared view of the current connection for the publisher task.
-pub(super) type SharedLink =
-    std::rc::Rc<std::cell::RefCell<Option<(u64, MultiplexedConnection, String)>>>;
+pub(super) type SharedLink = std::rc::Rc<std::cell::RefCell<Option<PubLink>>>;
+
+/// What the publisher needs of the current connection.
+#[derive(Clone)]
+pub(super) struct PubLink {
+    /// Connection generation (a failure is reported with it).
+    pub(super) gen: u64,
+    pub(super) conn: MultiplexedConnection,
+    /// The PUBLISH script's hash.
+    pub(super) sha: String,
+    /// The Redis process's `run_id` (see [`Shas::run_id`]).
+    pub(super) run_id: String,
+}
 
 impl Bridge {
     async fn run(
@@ -400,6 +417,7 @@ impl Bridge {
             self.keys.clone(),
             self.rules.clone(),
             self.cfg.history_ttl.as_secs(),
+            self.cfg.idempotency_window.as_secs(),
             done_tx.clone(),
         ));
         let mut stream: Option<PubSubStream> = None;
@@ -678,7 +696,8 @@ impl Bridge {
             .arg(self.cfg.history_ttl.as_secs())
             .arg(c.history)
             .arg(&**c.tracker.epoch())
-            .arg(c.tracker.last());
+            .arg(c.tracker.last())
+            .arg(&link.shas.run_id);
         let channel = channel.clone();
         Some(async move {
             let r: redis::RedisResult<Value> = cmd.query_async(&mut conn).await;
@@ -790,8 +809,26 @@ impl Bridge {
         self.connecting = true;
         let client = self.client.clone();
         let tx = done_tx.clone();
+        let sentinel = (!self.cfg.sentinel_master.is_empty())
+            .then(|| (self.cfg.sentinel_master.clone(), self.cfg.sentinels.clone()));
         tokio::task::spawn_local(async move {
-            let _ = tx.send(match open(client).await {
+            let opened = match sentinel {
+                None => open(client, false).await,
+                Some((master, sentinels)) => {
+                    match super::sentinel::master_client(
+                        &client,
+                        &master,
+                        &sentinels,
+                        REDIS_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(c) => open(c, true).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let _ = tx.send(match opened {
                 Ok(parts) => Done::Connected(Box::new(parts)),
                 Err(e) => Done::ConnectFailed(e.to_string()),
             });
@@ -810,7 +847,12 @@ impl Bridge {
                 self.connecting = false;
                 self.gen += 1;
                 self.connected_at = Instant::now();
-                *shared.borrow_mut() = Some((self.gen, conn.clone(), shas.publish.clone()));
+                *shared.borrow_mut() = Some(PubLink {
+                    gen: self.gen,
+                    conn: conn.clone(),
+                    sha: shas.publish.clone(),
+                    run_id: shas.run_id.clone(),
+                });
                 self.link = Some(Link { conn, sink, shas });
                 self.status.up.store(true, Ordering::Relaxed);
                 self.status.ever_up.store(true, Ordering::Relaxed);
@@ -890,13 +932,22 @@ impl Bridge {
     /// The link failed: reconnect. With `shared`, the publisher stops using the command
     /// connection at once (it failed); without, it keeps it until the new link replaces it.
     fn on_broken(&mut self, gen: u64, error: String, shared: Option<&SharedLink>) {
-        if gen != self.gen || self.link.is_none() {
+        if gen != self.gen {
+            return;
+        }
+        // The command connection failed (perhaps after the pub/sub one, which left it to
+        // the publisher): later publishes are refused unsent (`unavailable`) until the new
+        // link, instead of going out on a dead connection (`outcome_unknown`).
+        if let Some(shared) = shared {
+            let mut s = shared.borrow_mut();
+            if s.as_ref().is_some_and(|l| l.gen == gen) {
+                *s = None;
+            }
+        }
+        if self.link.is_none() {
             return;
         }
         self.link = None;
-        if let Some(shared) = shared {
-            *shared.borrow_mut() = None;
-        }
         self.status.up.store(false, Ordering::Relaxed);
         self.status.disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %error, "lost the connection to Redis; serving local connections, reconnecting");
@@ -920,8 +971,9 @@ impl Bridge {
     }
 }
 
-/// Whether a Redis error means the connection (or its scripts) is gone, so the bridge must
-/// reconnect; other errors (out of memory, a wrong key type) fail only the command.
+/// Whether a Redis error means the connection (or its scripts) is gone, or the server is no
+/// longer the master (`READONLY`: demoted by a failover), so the bridge must reconnect (and,
+/// with Sentinel, find the new master); other errors (out of memory, a wrong key type) fail only the command.
 pub(super) fn breaks_link(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
@@ -929,7 +981,9 @@ pub(super) fn breaks_link(e: &redis::RedisError) -> bool {
         || e.is_unrecoverable_error()
         || matches!(
             e.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::NoScript | redis::ServerErrorKind::ReadOnly
+            )
         )
 }
 
@@ -951,8 +1005,10 @@ async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
 }
 
 /// Opens both connections and loads the scripts.
+/// With `must_be_master` (Sentinel), first checks that the server is a master.
 async fn open(
     client: redis::Client,
+    must_be_master: bool,
 ) -> redis::RedisResult<(MultiplexedConnection, PubSubSink, PubSubStream, Shas)> {
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -960,6 +1016,9 @@ async fn open(
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
+    if must_be_master {
+        super::sentinel::check_master(&mut conn).await?;
+    }
     let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| {
@@ -983,8 +1042,16 @@ async fn open(
     ] {
         p.add_command(c);
     }
-    let shas: Vec<String> = p.query_async(&mut conn).await?;
-    let [publish, sync, heartbeat, count]: [String; 4] = shas.try_into().map_err(|_| {
+    p.cmd("INFO").arg("server");
+    let mut replies: Vec<String> = p.query_async(&mut conn).await?;
+    let info = replies.pop().unwrap_or_default();
+    let run_id = wire::run_id(&info).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "INFO server without run_id",
+        ))
+    })?;
+    let [publish, sync, heartbeat, count]: [String; 4] = replies.try_into().map_err(|_| {
         redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "SCRIPT LOAD"))
     })?;
     Ok((
@@ -992,6 +1059,7 @@ async fn open(
         sink,
         stream,
         Shas {
+            run_id,
             publish,
             sync,
             heartbeat,

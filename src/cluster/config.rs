@@ -20,6 +20,17 @@ pub struct ClusterConfig {
     /// Events waiting for Redis, across all shards; beyond it publishes are refused with
     /// `overloaded`.
     pub publish_queue: usize,
+    /// `/ready` fails (503) while Redis is unreachable, i.e. while publishes cannot be
+    /// sequenced (otherwise a node stays ready: it still serves its connections).
+    pub ready_requires_redis: bool,
+    /// How long Redis remembers a publish's idempotency key (a retry with the key within
+    /// it returns the original seqs instead of publishing again).
+    pub idempotency_window: Duration,
+    /// Redis Sentinel: the master's name, and the sentinels (`host:port`) that know where
+    /// it is; empty for a Redis at a fixed address (`redis_url`).
+    pub sentinel_master: String,
+    /// The sentinels.
+    pub sentinels: Vec<String>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -31,6 +42,10 @@ impl std::fmt::Debug for ClusterConfig {
             .field("presence_ttl", &self.presence_ttl)
             .field("history_ttl", &self.history_ttl)
             .field("publish_queue", &self.publish_queue)
+            .field("ready_requires_redis", &self.ready_requires_redis)
+            .field("idempotency_window", &self.idempotency_window)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
@@ -41,6 +56,14 @@ pub fn redacted_url(url: &str) -> String {
         (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// `host:port` (a bracketed IPv6 host too), with a port.
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port > 0).then(|| (host.to_string(), port))
 }
 
 /// `[cluster]` as written in the file.
@@ -59,6 +82,14 @@ pub struct RawCluster {
     pub history_ttl_secs: u64,
     /// `publish_queue`.
     pub publish_queue: usize,
+    /// `ready_requires_redis`.
+    pub ready_requires_redis: bool,
+    /// `idempotency_window_secs`.
+    pub idempotency_window_secs: u64,
+    /// `sentinel_master`: empty without Sentinel.
+    pub sentinel_master: String,
+    /// `sentinels`: `host:port` of each sentinel.
+    pub sentinels: Vec<String>,
 }
 
 impl std::fmt::Debug for RawCluster {
@@ -70,6 +101,10 @@ impl std::fmt::Debug for RawCluster {
             .field("presence_ttl_ms", &self.presence_ttl_ms)
             .field("history_ttl_secs", &self.history_ttl_secs)
             .field("publish_queue", &self.publish_queue)
+            .field("ready_requires_redis", &self.ready_requires_redis)
+            .field("idempotency_window_secs", &self.idempotency_window_secs)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
@@ -83,6 +118,10 @@ impl Default for RawCluster {
             presence_ttl_ms: 10_000,
             history_ttl_secs: 86_400,
             publish_queue: 4096,
+            ready_requires_redis: false,
+            idempotency_window_secs: 300,
+            sentinel_master: String::new(),
+            sentinels: Vec::new(),
         }
     }
 }
@@ -129,6 +168,29 @@ impl RawCluster {
         if self.publish_queue < 16 {
             return Err(("cluster.publish_queue", "must be at least 16".into()));
         }
+        if !(1..=86_400).contains(&self.idempotency_window_secs) {
+            return Err((
+                "cluster.idempotency_window_secs",
+                "must be 1..=86400".into(),
+            ));
+        }
+        if self.sentinel_master.is_empty() != self.sentinels.is_empty() {
+            return Err((
+                "cluster.sentinels",
+                "give both sentinel_master and sentinels, or neither".into(),
+            ));
+        }
+        if !self.sentinel_master.is_empty() && !safe(&self.sentinel_master) {
+            return Err((
+                "cluster.sentinel_master",
+                "1..=64 characters of A-Z a-z 0-9 - _ .".into(),
+            ));
+        }
+        for s in &self.sentinels {
+            if parse_host_port(s).is_none() {
+                return Err(("cluster.sentinels", format!("{s:?} is not host:port")));
+            }
+        }
         let node_id = if self.node_id.is_empty() {
             format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
         } else {
@@ -141,6 +203,10 @@ impl RawCluster {
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             history_ttl: Duration::from_secs(self.history_ttl_secs),
             publish_queue: self.publish_queue,
+            ready_requires_redis: self.ready_requires_redis,
+            idempotency_window: Duration::from_secs(self.idempotency_window_secs),
+            sentinel_master: self.sentinel_master,
+            sentinels: self.sentinels,
         }))
     }
 
@@ -155,6 +221,10 @@ impl RawCluster {
                 presence_ttl_ms: c.presence_ttl.as_millis() as u64,
                 history_ttl_secs: c.history_ttl.as_secs(),
                 publish_queue: c.publish_queue,
+                ready_requires_redis: c.ready_requires_redis,
+                idempotency_window_secs: c.idempotency_window.as_secs(),
+                sentinel_master: c.sentinel_master.clone(),
+                sentinels: c.sentinels.clone(),
             },
         }
     }
@@ -198,6 +268,19 @@ mod tests {
         assert_eq!(bad(|r| r.node_id = "a b".into()), "cluster.node_id");
         assert_eq!(bad(|r| r.prefix = String::new()), "cluster.prefix");
         assert_eq!(bad(|r| r.presence_ttl_ms = 10), "cluster.presence_ttl_ms");
+        assert_eq!(
+            bad(|r| r.idempotency_window_secs = 0),
+            "cluster.idempotency_window_secs"
+        );
+        assert_eq!(bad(|r| r.sentinel_master = "m".into()), "cluster.sentinels");
+        assert_eq!(
+            bad(|r| {
+                r.sentinel_master = "m".into();
+                r.sentinels = vec!["nohost".into()];
+            }),
+            "cluster.sentinels"
+        );
+        assert_eq!(parse_host_port("[::1]:26379"), Some(("::1".into(), 26379)));
         let ok = RawCluster {
             redis: "redis://127.0.0.1:6379".into(),
             ..RawCluster::default()

@@ -26,16 +26,25 @@
 //! - **Gaps and faults.** A sequence gap (lost pub/sub messages, a full shard inbox) or a
 //!   Redis reconnect makes the bridge re-read the channel: the missing events are filled in
 //!   from history when it still holds them; otherwise (history trimmed, Redis lost its data
-//!   and the channel got a new epoch, or Redis came back from an older snapshot with the
-//!   same epoch and a lower sequence number) the channel is reset and its subscribers get a
-//!   `subscribed` frame with `recovered: false` and `resync: true`. Never silently. (After
-//!   such a rewind Redis gives the lost sequence numbers to new events, in the same epoch;
-//!   a node that had passed on the lost ones resyncs, but a client resuming with `since`
-//!   from one of them cannot tell the events apart.)
+//!   and the channel got a new epoch, or Redis came back with older data) the channel is
+//!   reset and its subscribers get a `subscribed` frame with `recovered: false` and
+//!   `resync: true`. Never silently.
 //!   While a read is in flight, live messages are not passed on (the read covers them); if
 //!   one went by beyond what the read returned, the channel is read again.
 //!   While Redis is unreachable, connections stay up, publishes are refused with
-//!   `unavailable`, and the bridge reconnects with backoff.
+//!   `unavailable` (not sequenced), and the bridge reconnects with backoff. A publish sent
+//!   to Redis without an answer (I/O error, timeout) fails with `outcome_unknown`: it may
+//!   have happened. A publish may carry an idempotency key, which the PUBLISH script keeps
+//!   with its seqs for a window, so a retry returns the original seqs instead of a second
+//!   event.
+//! - **Rewinds.** A Redis that comes back with older data (restarted from an RDB snapshot,
+//!   AOF `everysec` after a crash, a lagging replica promoted) would give sequence numbers
+//!   already delivered to new events. The scripts prevent it: each channel's hash records
+//!   the `run_id` of the Redis process that sequenced it, and the first script to touch the
+//!   channel in another process mints a new epoch (numbers and history carry on under it);
+//!   a read that finds the node's own epoch at a lower seq does the same. So a seq is never
+//!   given twice within an epoch, and a client resuming from a lost event learns
+//!   `recovered: false`.
 //! - **Presence.** Each node keeps its connections per user and subscribers per channel in
 //!   hashes of its own that expire unless refreshed ([`wire::HEARTBEAT`]), so a crashed
 //!   node's entries vanish. The per-user connection limit is checked cluster-wide by a
@@ -45,6 +54,7 @@ pub mod bridge;
 pub mod config;
 mod presence;
 mod publish;
+mod sentinel;
 mod tracker;
 pub mod wire;
 
@@ -57,7 +67,7 @@ use std::sync::atomic::Ordering;
 /// Appends the cluster's Prometheus metrics to `/metrics`.
 pub fn render_metrics(out: &mut String, s: &ClusterStatus) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 7] = [
+    let rows: [(&str, &str, &str, u64); 8] = [
         (
             "quotecast_redis_up",
             "gauge",
@@ -97,8 +107,14 @@ pub fn render_metrics(out: &mut String, s: &ClusterStatus) {
         (
             "quotecast_cluster_publish_failures_total",
             "counter",
-            "Publishes refused with `unavailable` because Redis was unreachable.",
+            "Publishes answered `unavailable` (not sequenced) or `outcome_unknown` (Redis did not answer).",
             load(&s.publish_failures),
+        ),
+        (
+            "quotecast_cluster_publishes_in_flight",
+            "gauge",
+            "Events sent to Redis whose answer has not come back yet.",
+            load(&s.in_flight),
         ),
     ];
     for (name, kind, help, v) in rows {

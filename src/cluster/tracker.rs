@@ -54,9 +54,9 @@ pub(super) enum Lost {
     NewEpoch,
     /// The events after the last passed on are no longer in the history stream.
     Trimmed,
-    /// Same epoch, but Redis is behind what was passed on (restarted from an older
-    /// snapshot): the events beyond its position are gone, and their sequence numbers will
-    /// be given to new events.
+    /// Same epoch, but Redis is behind what was passed on: the events beyond its position
+    /// are gone. (The SYNC script mints a new epoch in that case, so this is the fallback
+    /// should a read ever return it.)
     Rewound,
 }
 

@@ -2,10 +2,13 @@
 //! sequenced event, and the Lua scripts that sequence, sync and count. Pure, no I/O.
 //!
 //! Keys (with the configured prefix `P`):
-//! - `P:{C}:m` hash `e` (the channel's epoch) and `s` (its last sequence number);
+//! - `P:{C}:m` hash `e` (the channel's epoch), `s` (its last sequence number) and `r` (the
+//!   `run_id` of the Redis process that last wrote them, see [`PUBLISH`]);
 //! - `P:{C}:x` stream of the channel's last `history` events, entry id `<seq>-0`, fields
 //!   `e` (event name), `t` (publish time, ns) and `d` (the JSON data);
 //! - `P:ev:C` the pub/sub channel carrying each sequenced event to the nodes;
+//! - `P:idem:K` the seqs (comma-separated) of the publish with idempotency key K, expiring
+//!   after `idempotency_window_secs`;
 //! - `P:nodes` sorted set of live nodes scored by when their presence expires (ms);
 //! - `P:node:N:users` / `P:node:N:subs` hashes: node N's connections per user and
 //!   subscribers per channel, expiring with the node.
@@ -60,6 +63,11 @@ impl Keys {
             .strip_prefix(":ev:")
     }
 
+    /// What Redis remembers of a publish with idempotency key `key`: its seqs.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
     /// The live-node set.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -108,30 +116,68 @@ pub fn parse_message(channel: &Arc<str>, payload: Bytes) -> Option<RawEvent> {
 /// approximate (`MAXLEN ~`: whole stream nodes are dropped, so a stream holds up to ~100
 /// events beyond `history`), which measured 3 us per event cheaper than exact trimming.
 ///
-/// KEYS: meta, stream per event. ARGV[1]: TTL (s); per event: pub/sub name, candidate
-/// epoch, history length, event name, publish time, data.
+/// **Rewinds.** The meta hash also holds `r`, the `run_id` of the Redis process that last
+/// sequenced the channel. A different `run_id` means Redis was restarted or another
+/// replica promoted since, and it may have come back with older data (an RDB snapshot, AOF
+/// `everysec` after a crash, a lagging replica): the sequence numbers after its position
+/// may already have been given to events that are now lost. So the channel gets a new
+/// epoch at once (its sequence numbers and history carry on under it), and no sequence
+/// number is ever given twice within an epoch. A clean restart that lost nothing costs a
+/// `resync` per channel; a silent loss is never possible.
+///
+/// **Idempotency keys.** A publish (job) may carry a key: its first event's last argument
+/// is then the job's event count, and the key's Redis name follows the events' keys. When
+/// Redis still holds that key, the job's events are skipped and the seqs stored under it are
+/// returned (padded with 0 should the job now have more events than then); otherwise the
+/// job is sequenced and its seqs are stored under the key, expiring after the window.
+///
+/// KEYS: meta, stream per event, then one idempotency key per keyed job. ARGV[1]: TTL (s),
+/// ARGV[2]: the Redis `run_id` the node connected to, ARGV[3]: idempotency window (s),
+/// ARGV[4]: number of events; per event: pub/sub name, candidate epoch, history length,
+/// event name, publish time, data, and "" or (first event of a keyed job) the job's size.
 pub const PUBLISH: &str = r#"
-local ttl = ARGV[1]
+local ttl, rid, win, nev = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {}
 local chans = {}
 local order = {}
-local a = 2
-for i = 1, #KEYS, 2 do
-  local meta, stream = KEYS[i], KEYS[i + 1]
+local kn = 2 * nev
+local jkey, jleft, jseqs = nil, 0, nil
+local skip = 0
+local a = 5
+for i = 1, nev do
+  local g = ARGV[a + 6]
+  if g ~= '' then
+    kn = kn + 1
+    local n = tonumber(g)
+    local prev = redis.call('GET', KEYS[kn])
+    if prev then
+      local got = {}
+      for x in string.gmatch(prev, '%d+') do got[#got + 1] = tonumber(x) end
+      for j = 1, n do out[#out + 1] = got[j] or 0 end
+      skip = n
+    else
+      jkey, jleft, jseqs = KEYS[kn], n, {}
+    end
+  end
+  if skip > 0 then
+    skip = skip - 1
+  else
+  local meta, stream = KEYS[2 * i - 1], KEYS[2 * i]
   local ps, maxlen, ev, ts, data = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local c = chans[meta]
   if not c then
-    local m = redis.call('HMGET', meta, 'e', 's')
+    local m = redis.call('HMGET', meta, 'e', 's', 'r')
     if not m[1] then
       m[1] = ARGV[a + 1]
       m[2] = 0
       redis.call('DEL', stream)
+    elseif m[3] ~= rid then
+      m[1] = ARGV[a + 1]
     end
     c = {epoch = m[1], seq = tonumber(m[2]), stream = stream, hist = tonumber(maxlen) > 0}
     chans[meta] = c
     order[#order + 1] = meta
   end
-  a = a + 6
   c.seq = c.seq + 1
   local seq = string.format('%d', c.seq)
   if c.hist then
@@ -139,10 +185,20 @@ for i = 1, #KEYS, 2 do
   end
   redis.call('PUBLISH', ps, c.epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. ev .. '\n' .. data)
   out[#out + 1] = c.seq
+  if jkey then
+    jseqs[#jseqs + 1] = seq
+    jleft = jleft - 1
+    if jleft == 0 then
+      redis.call('SET', jkey, table.concat(jseqs, ','), 'EX', win)
+      jkey = nil
+    end
+  end
+  end
+  a = a + 7
 end
 for _, meta in ipairs(order) do
   local c = chans[meta]
-  redis.call('HSET', meta, 'e', c.epoch, 's', string.format('%d', c.seq))
+  redis.call('HSET', meta, 'e', c.epoch, 's', string.format('%d', c.seq), 'r', rid)
   redis.call('EXPIRE', meta, ttl)
   if c.hist then
     redis.call('EXPIRE', c.stream, ttl)
@@ -156,17 +212,26 @@ return out
 /// sequence number the history starts after it (a gap fill); otherwise it is the last
 /// `count` events (a join or a reset).
 ///
-/// KEYS: meta, stream. ARGV: candidate epoch, TTL (s), count, known epoch, known seq.
-/// Returns `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
+/// A new epoch is minted (sequence numbers and history carry on under it) when Redis has
+/// gone backwards: the channel was last sequenced by another Redis process (see
+/// [`PUBLISH`]), or Redis holds the node's epoch at a lower sequence number than the node
+/// has already passed on (older data loaded into a running Redis).
+///
+/// KEYS: meta, stream. ARGV: candidate epoch, TTL (s), count, known epoch, known seq,
+/// Redis `run_id`. Returns `{epoch, seq, {{id, {field, value, ...}}, ...}}`.
 pub const SYNC: &str = r#"
-local e = redis.call('HGET', KEYS[1], 'e')
+local m = redis.call('HMGET', KEYS[1], 'e', 's', 'r')
+local e, s = m[1], tonumber(m[2]) or 0
 if not e then
   e = ARGV[1]
+  s = 0
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0, 'r', ARGV[6])
+elseif m[3] ~= ARGV[6] or (e == ARGV[4] and s < tonumber(ARGV[5])) then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e, 's', string.format('%d', s), 'r', ARGV[6])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-local s = tonumber(redis.call('HGET', KEYS[1], 's'))
 local count = tonumber(ARGV[3])
 local from = s - count + 1
 if e == ARGV[4] then
@@ -180,6 +245,14 @@ if count > 0 and from <= s then
 end
 return {e, s, evs}
 "#;
+
+/// The `run_id` field of an `INFO server` reply.
+pub fn run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
 
 /// Renews this node's presence and forgets expired nodes.
 /// KEYS: nodes, own users hash, own subs hash. ARGV: node, TTL (ms).
@@ -352,6 +425,14 @@ mod tests {
         ] {
             assert!(parse_message(&ch, Bytes::from(bad)).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn run_id_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c9a\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info).as_deref(), Some("4f1c9a"));
+        assert_eq!(run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(run_id(""), None);
     }
 
     #[test]

@@ -29,12 +29,15 @@ use super::status;
 use crate::auth::{Identity, Role};
 use crate::cluster::PresenceQuery;
 use crate::engine::shard::{PubReply, PublishResult};
-use crate::protocol::op::parse_http_publish;
+use crate::protocol::op::{check_key, parse_http_publish, set_key};
 use crate::protocol::{encode, Format};
 
 type Resp = Response<Full<Bytes>>;
 
 /// Serves HTTP on a socket (with its first bytes replayed) until it closes or upgrades.
+/// When the shard drains (SIGTERM), the request in flight is finished and answered (a
+/// publish waiting for Redis included), then the connection closes; the shard's drain
+/// waits for that, up to `shutdown.drain_ms`.
 pub fn serve(ctx: Rc<ShardCtx>, stream: Prefixed, guard: ConnectionGuard) {
     let io = TokioIo::new(stream);
     let svc_ctx = ctx.clone();
@@ -44,11 +47,25 @@ pub fn serve(ctx: Rc<ShardCtx>, stream: Prefixed, guard: ConnectionGuard) {
         .max_buf_size(16 * 1024)
         .serve_connection(io, service_fn(move |req| handle(svc_ctx.clone(), req)))
         .with_upgrades();
+    let busy = ctx.http_conn();
     tokio::task::spawn_local(async move {
         let _guard = guard;
-        if let Err(e) = fut.await {
+        let mut fut = std::pin::pin!(fut);
+        let done = tokio::select! {
+            r = fut.as_mut() => Some(r),
+            _ = busy.drained() => None,
+        };
+        let r = match done {
+            Some(r) => r,
+            None => {
+                fut.as_mut().graceful_shutdown();
+                fut.await
+            }
+        };
+        if let Err(e) = r {
             tracing::trace!(error = %e, "http connection ended");
         }
+        drop(busy);
     });
 }
 
@@ -337,6 +354,11 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     if let Err(r) = ops::may_publish(&who) {
         return publish_refused(&r);
     }
+    // `Idempotency-Key` (the IETF draft's header), or `idempotency_key` in the body.
+    let header_key: Option<Option<String>> = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().ok().map(String::from));
     let max = ctx.shared.config.max_message_bytes;
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
@@ -357,10 +379,31 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
             );
         }
     };
-    let (events, single) = match parse_http_publish(&body) {
+    let (mut events, single) = match parse_http_publish(&body) {
         Ok(v) => v,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
     };
+    if let Some(h) = header_key {
+        let key = match h.as_deref().map(check_key) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "`Idempotency-Key` must be printable ASCII",
+                )
+            }
+        };
+        if events[0].key.as_ref().is_some_and(|k| *k != key) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`Idempotency-Key` and `idempotency_key` differ",
+            );
+        }
+        set_key(&mut events, &key);
+    }
     let admitted = match ops::admit_publish(&ctx.shared.engine.rules, &who, events) {
         Ok(a) => a,
         Err(r) => return publish_refused(&r),

@@ -533,6 +533,7 @@ mod tests {
             channel: channel.into(),
             event: "e".into(),
             data: Bytes::from_static(b"1"),
+            key: None,
         }
     }
 

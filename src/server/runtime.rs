@@ -161,6 +161,11 @@ pub struct ShardCtx {
     pub shared: Arc<Shared>,
     next_conn: Cell<u64>,
     draining: Cell<bool>,
+    /// HTTP connections served by hyper on this shard (the drain waits for them).
+    http_conns: Cell<usize>,
+    /// Tells every HTTP connection that the drain began: finish the request in flight,
+    /// answer it, then close.
+    http_drain: tokio::sync::Notify,
     /// Wakes the driver (a connection ended while draining).
     driver_signal: LocalSignal,
     /// Stops the acceptor.
@@ -189,11 +194,41 @@ impl ShardCtx {
         ConnectionGuard(self.shared.clone())
     }
 
+    /// Counts an HTTP connection until the guard drops; [`HttpConn::drained`] resolves
+    /// when the drain begins.
+    pub fn http_conn(self: &Rc<Self>) -> HttpConn {
+        self.http_conns.set(self.http_conns.get() + 1);
+        HttpConn(self.clone())
+    }
+
     /// Called when a WebSocket connection has ended.
     pub fn on_peer_gone(&self) {
         if self.draining.get() {
             self.driver_signal.notify();
         }
+    }
+}
+
+/// An HTTP connection being served: the shard's drain waits until every one has answered
+/// its request in flight and closed (bounded by `shutdown.drain_ms`).
+#[derive(Debug)]
+pub struct HttpConn(Rc<ShardCtx>);
+
+impl HttpConn {
+    /// Resolves once the shard drains (at once if it already does).
+    pub async fn drained(&self) {
+        let notified = self.0.http_drain.notified();
+        if self.0.draining.get() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        self.0.http_conns.set(self.0.http_conns.get() - 1);
+        self.0.on_peer_gone();
     }
 }
 
@@ -385,6 +420,8 @@ fn shard_main(
             shared: shared.clone(),
             next_conn: Cell::new(0),
             draining: Cell::new(false),
+            http_conns: Cell::new(0),
+            http_drain: tokio::sync::Notify::new(),
             driver_signal: LocalSignal::default(),
             stop_accept: LocalSignal::default(),
         });
@@ -525,7 +562,8 @@ async fn driver(ctx: Rc<ShardCtx>) {
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(d) = drain_deadline {
-            if ctx.shard.borrow().peer_count() == 0 || Instant::now() >= d {
+            let idle = ctx.shard.borrow().peer_count() == 0 && ctx.http_conns.get() == 0;
+            if idle || Instant::now() >= d {
                 break;
             }
         }
@@ -560,6 +598,7 @@ async fn driver(ctx: Rc<ShardCtx>) {
                         ShardMsg::Shutdown => {
                             ctx.draining.set(true);
                             ctx.stop_accept.notify();
+                            ctx.http_drain.notify_waiters();
                             let reconnect = ctx.shared.config.reconnect_hint.as_millis() as u64;
                             ctx.shard.borrow_mut().shutdown_all(reconnect);
                             drain_deadline = Some(Instant::now() + ctx.shared.config.drain);

@@ -91,10 +91,14 @@ pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
         return Err("a shard is not answering\n");
     }
     // A node that has not reached Redis yet would answer subscribes without history; once
-    // it has, a later Redis outage keeps it ready (it still serves its connections).
+    // it has, a later Redis outage keeps it ready (it still serves its connections), unless
+    // `cluster.ready_requires_redis` says that readiness means publishes can be sequenced.
     if let Some(cl) = &ctx.shared.cluster {
         if !cl.status.ever_up.load(Ordering::Relaxed) {
             return Err("connecting to Redis\n");
+        }
+        if cl.cfg.ready_requires_redis && !cl.is_up() {
+            return Err("Redis is unreachable: publishes cannot be sequenced\n");
         }
     }
     if ctx.shared.shutting_down.load(Ordering::Relaxed) {

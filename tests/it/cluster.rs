@@ -768,7 +768,10 @@ async fn cluster_redis_restart_mid_stream() {
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    (Some("error"), Some("unavailable")) => {
+                    // `outcome_unknown`: sent on the connection to the killed Redis. It
+                    // may have been sequenced before the crash (then it repeats across the
+                    // epochs, which the checks below allow).
+                    (Some("error"), Some("unavailable" | "outcome_unknown")) => {
                         assert_eq!(v["id"], i, "{v}");
                         unavailable += 1;
                         unavailable_seen.fetch_add(1, Ordering::SeqCst);
@@ -802,7 +805,12 @@ async fn cluster_redis_restart_mid_stream() {
     .await;
     assert_eq!(st, 503, "HTTP publish while redis is down: {body}");
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(v["error"]["code"], "unavailable", "{body}");
+    // `outcome_unknown` when it went out on b's connection to the killed Redis before b
+    // saw that connection fail; never a success.
+    assert!(
+        v["error"]["code"] == "unavailable" || v["error"]["code"] == "outcome_unknown",
+        "{body}"
+    );
     // Subscribers' connections stay open through the outage.
     let mut bystander = connect(&b).await;
     bystander.send(json!({"op":"ping","id":1})).await;
@@ -1004,7 +1012,10 @@ async fn cluster_pubsub_disconnect_is_filled_from_history() {
                         i += 1;
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    (Some("error"), Some("unavailable")) => {
+                    // `outcome_unknown`: sent on the connection to the killed Redis. It
+                    // may have been sequenced before the crash (then it repeats across the
+                    // epochs, which the checks below allow).
+                    (Some("error"), Some("unavailable" | "outcome_unknown")) => {
                         unavailable += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -1073,10 +1084,12 @@ async fn cluster_pubsub_disconnect_is_filled_from_history() {
     assert!(fills > 0.0, "no gap was filled from history");
 }
 
-/// Regression: Redis came back with older data in the same epoch (restarted from an RDB
-/// snapshot). The node's read said seq 2 after it had passed on 5; it used to ignore that
-/// and drop the new events numbered 3..=5 as duplicates, so subscribers silently lost
-/// them. Now they get a `resync` at the rewound position, then the new events.
+/// Regression: Redis holds the channel at a lower seq than the node passed on, in the same
+/// epoch and the same Redis process (older data loaded into a running Redis). The node's
+/// read used to ignore that and drop the new events numbered 3..=5 as duplicates, so
+/// subscribers silently lost them; then it reset them but kept the epoch, so the seqs 3..=5
+/// were given a second time within one epoch. Now the read mints a new epoch in Redis: the
+/// subscribers get a `resync` to it, and the new events are numbered in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     const T: &str = "rewound";
@@ -1092,8 +1105,9 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     assert_eq!(seqs(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
 
     // What an older snapshot holds: the channel at seq 2, same epoch. Then the node's
-    // pub/sub connection drops, as it does when Redis restarts, so it re-reads the channel.
-    redis.cmd(&["HSET", &format!("quotecast:{{{ch}}}:m"), "s", "2"]);
+    // pub/sub connection drops, so it re-reads the channel.
+    let meta = format!("quotecast:{{{ch}}}:m");
+    redis.cmd(&["HSET", &meta, "s", "2"]);
     let stream = format!("quotecast:{{{ch}}}:x");
     redis.cmd(&["XDEL", &stream, "3-0", "4-0", "5-0"]);
     // A stream remembers its top id across XDEL; the snapshot's stream ended at 2.
@@ -1110,8 +1124,14 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     assert_eq!(f["type"], "subscribed", "{f}");
     assert_eq!(f["resync"], true, "{f}");
     assert_eq!(f["recovered"], false, "{f}");
-    assert_eq!(f["epoch"], epoch.as_str(), "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, epoch, "a rewind must not keep the epoch: {f}");
     assert_eq!(seq_of(&f), 2, "{f}");
+    assert_eq!(
+        redis.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch is Redis's, so every node and resuming client sees it"
+    );
     assert_eq!(publish_ws(&mut p, ch, json!({"i": "new 3"})).await, 3);
     let evs = events_until(&mut sub, 3).await;
     assert_eq!(seqs(&evs), vec![3]);
@@ -1119,6 +1139,77 @@ async fn cluster_redis_rewound_in_same_epoch_resyncs() {
     let marker = publish_marker(a.addr, ch).await;
     assert_eq!(marker, 4);
     assert_quiet(&mut sub, "subscriber", marker).await;
+}
+
+/// Regression (issue #15, defect 1): Redis with RDB snapshots is killed (`kill -9`) and
+/// restarts from its last snapshot, which holds the channel at seq 5 while 10 events were
+/// acknowledged and delivered. On b47d4eb publishing resumed in the same epoch, acks reused
+/// seqs 6.. for other events and subscribers dropped those as duplicates, silently. Now the
+/// restarted Redis (another `run_id`) gives the channel a new epoch at its first touch:
+/// subscribers get a `resync`, new acks are numbered in the new epoch, and a client resuming
+/// from one of the lost events is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_redis_restart_from_older_snapshot_gets_a_new_epoch() {
+    const T: &str = "snapshot";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-snapshot-redis");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = RedisServer::start_in(&dir);
+    let a = node(&redis, T, "a", &[]).await;
+    let ch = "trades.SNAP";
+    let meta = format!("quotecast:{{{ch}}}:m");
+    let mut sub = connect(&a).await;
+    let e1 = epoch_of(&subscribe_one(&mut sub, ch, None).await);
+    let mut p = connect(&a).await;
+    for i in 1..=5u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(seqs(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
+    assert_eq!(redis.cmd(&["SAVE"]), RespValue::Simple("OK".into()));
+    for i in 6..=10u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(
+        seqs(&events_until(&mut sub, 10).await),
+        vec![6, 7, 8, 9, 10]
+    );
+
+    // The crash: SIGKILL, then Redis starts again from the snapshot (seq 5, epoch e1).
+    redis.restart();
+    let f = sub.recv().await;
+    assert_eq!(f["type"], "subscribed", "{f}");
+    assert_eq!(f["resync"], true, "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, e1, "events 6..=10 are lost: the epoch must change: {f}");
+    assert_eq!(seq_of(&f), 5, "{f}");
+    assert_eq!(
+        redis.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch was minted in Redis"
+    );
+
+    // New events are numbered in the new epoch (an ack of 6 now means e2's 6, not e1's).
+    assert_eq!(publish_ws(&mut p, ch, json!({"i": "after"})).await, 6);
+    let evs = events_until(&mut sub, 6).await;
+    assert_eq!(seqs(&evs), vec![6]);
+    assert_eq!(evs[0]["data"]["i"], "after");
+
+    // A client that saw e1's event 8 resumes on another node: it cannot recover.
+    let b = node(&redis, T, "b", &[]).await;
+    let mut late = connect(&b).await;
+    let ack = subscribe_one(&mut late, ch, Some(json!({"seq": 8, "epoch": e1}))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(epoch_of(&ack), e2, "{ack}");
+    assert_eq!(seq_of(&ack), 6, "{ack}");
+    assert!(
+        late.sync().await.is_empty(),
+        "no replay after recovered:false"
+    );
+    let marker = publish_marker(a.addr, ch).await;
+    assert_eq!(marker, 7);
+    assert_quiet(&mut sub, "subscriber", marker).await;
+    assert_quiet(&mut late, "late subscriber", marker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1494,4 +1585,369 @@ async fn cluster_publish_queue_is_bounded_in_events() {
     // 100 queued events are 10 ops, plus at most the ops already taken into the pipeline.
     assert!(refused >= 10, "acked {acked}, refused {refused}");
     assert!(acked >= 10, "acked {acked}, refused {refused}");
+}
+
+/// The value of one sample on the node's `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (st, body) = http(addr, "GET", "/metrics", "").await;
+    assert_eq!(st, 200, "{body}");
+    let samples = quotecast::metrics::parse_exposition(&body).unwrap_or_else(|e| panic!("{e}"));
+    samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .value
+}
+
+/// Polls the node's log until it contains `needle`.
+async fn wait_log(test: &str, id: &str, needle: &str) {
+    let path = log_path(test, id);
+    let t0 = Instant::now();
+    loop {
+        if std::fs::read_to_string(&path).is_ok_and(|l| l.contains(needle)) {
+            return;
+        }
+        assert!(t0.elapsed() < SLOW, "{path:?} never said {needle:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Regression (issue #15, defect 3): a node exited 2-10 ms after SIGTERM without answering
+/// the HTTP publishes it had sent to Redis, which were then delivered anyway. Now the drain
+/// waits for them: with Redis hung (SIGSTOP), SIGTERM, then Redis resumes; the publish is
+/// answered (200 with its seq, delivered to a subscriber on another node, or `503
+/// outcome_unknown` if Redis's answer missed the 2 s response timeout), then the node exits
+/// cleanly. A WebSocket publish waiting behind it is answered before its 1012 close too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_sigterm_answers_http_publishes_in_flight() {
+    const T: &str = "drain";
+    let redis = RedisServer::start();
+    let a = node(&redis, T, "a", &["--drain-ms", "10000"]).await;
+    let b = node(&redis, T, "b", &[]).await;
+    let ch = "trades.DRAIN";
+    let mut sub = connect(&b).await;
+    subscribe_one(&mut sub, ch, None).await;
+
+    redis.signal("STOP");
+    let addr = a.addr;
+    let body = json!({"channel": ch, "event": "tick", "data": {"i": 1}}).to_string();
+    let pending = tokio::spawn(async move { http(addr, "POST", "/api/publish", &body).await });
+    wait_until_async("the publish is in flight at Redis", || async {
+        metric(addr, "quotecast_cluster_publishes_in_flight").await >= 1.0
+    })
+    .await;
+    // A WebSocket publish queued behind it (the pong proves the node has taken the op).
+    let mut wp = connect(&a).await;
+    wp.send(json!({"op":"publish","id":"w","channel":ch,"event":"tick","data":{"i":2}}))
+        .await;
+    wp.send(json!({"op":"ping","id":"pg"})).await;
+    wp.expect_type("pong").await;
+    a.sigterm();
+    wait_log(T, "a", "SIGTERM: draining").await;
+    redis.signal("CONT");
+    // The WebSocket publisher gets the notice, then its answer, then the 1012 close.
+    let (frames, closed) = wp.until_close().await;
+    assert_eq!(closed.code, 1012, "{closed:?} after {frames:?}");
+    assert_eq!(frames[0]["type"], "server_shutdown", "{frames:?}");
+    let answer = frames
+        .iter()
+        .find(|f| f["id"] == "w")
+        .unwrap_or_else(|| panic!("no answer to the WebSocket publish: {frames:?}"));
+    assert!(
+        answer["type"] == "published"
+            || matches!(
+                answer["code"].as_str(),
+                Some("outcome_unknown" | "unavailable")
+            ),
+        "{answer}"
+    );
+    let (st, body) = pending.await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {st} {body}"));
+    if st == 200 {
+        let seq = seq_of(&v);
+        let evs = events_until(&mut sub, seq).await;
+        assert_eq!(evs.last().unwrap()["data"]["i"], 1, "{evs:?}");
+    } else {
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (503, Some("outcome_unknown")),
+            "{body}"
+        );
+    }
+    let status = a.take().wait().unwrap();
+    assert!(status.success(), "node a exited with {status}");
+}
+
+/// Polls an async condition until it holds; panics, naming `what`, after [`SLOW`].
+async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !cond().await {
+        assert!(t0.elapsed() < SLOW, "{what}: not within {SLOW:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `/ready` until it answers `want`; returns the body.
+async fn wait_ready(addr: std::net::SocketAddr, want: u16) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (st, body) = http(addr, "GET", "/ready", "").await;
+        if st == want {
+            return body;
+        }
+        assert!(
+            t0.elapsed() < SLOW,
+            "{addr}: /ready never answered {want}; last {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Readiness modes (issue #15): by default a node stays ready through a Redis outage (it
+/// still serves its connections); with `--ready-requires-redis` its `/ready` fails while
+/// publishes cannot be sequenced and recovers when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_readiness_can_require_redis() {
+    const T: &str = "ready";
+    let mut redis = RedisServer::start();
+    let strict = node(&redis, T, "strict", &["--ready-requires-redis"]).await;
+    let lenient = node(&redis, T, "lenient", &[]).await;
+    wait_ready(strict.addr, 200).await;
+    wait_ready(lenient.addr, 200).await;
+
+    redis.stop();
+    let why = wait_ready(strict.addr, 503).await;
+    assert!(why.contains("Redis is unreachable"), "{why}");
+    wait_health(lenient.addr, "down", SLOW).await;
+    let (st, body) = http(lenient.addr, "GET", "/ready", "").await;
+    assert_eq!(st, 200, "the default mode stays ready: {body}");
+    // What the strict node's balancer spares publishers: a publish now is not sequenced.
+    let (st, body) = http(
+        strict.addr,
+        "POST",
+        "/api/publish",
+        &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 503, "{body}");
+    // `outcome_unknown` when it went out on the dying connection before the node saw it fail.
+    assert!(
+        body.contains("\"unavailable\"") || body.contains("\"outcome_unknown\""),
+        "{body}"
+    );
+    // Once the node has seen its connection fail, publishes are refused unsent: `unavailable`
+    // (safe to retry), never `outcome_unknown` again while Redis is down.
+    let t0 = Instant::now();
+    loop {
+        let (st, body) = http(
+            strict.addr,
+            "POST",
+            "/api/publish",
+            &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+        if body.contains("\"unavailable\"") {
+            break;
+        }
+        assert!(body.contains("\"outcome_unknown\""), "{body}");
+        assert!(t0.elapsed() < SLOW, "never `unavailable`: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let (st, body) = http(
+            strict.addr,
+            "POST",
+            "/api/publish",
+            &json!({"channel": "trades.R", "event": "tick", "data": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+        assert!(body.contains("\"unavailable\""), "{body}");
+    }
+
+    redis.restart();
+    wait_ready(strict.addr, 200).await;
+}
+
+/// Regression (issue #15, defect 2): with Redis hung (SIGSTOP), a publish already sent to
+/// Redis was answered `unavailable` ("not sequenced; retry") and then delivered after
+/// SIGCONT, so a retry made a duplicate. Now such a publish is answered `outcome_unknown`,
+/// and a retry with the same idempotency key returns the original seq instead of a second
+/// event (HTTP `Idempotency-Key` header and WebSocket `idempotency_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_idempotency_key_makes_retries_after_outcome_unknown_safe() {
+    const T: &str = "idem";
+    let redis = RedisServer::start();
+    let a = node(&redis, T, "a", &[]).await;
+    let b = node(&redis, T, "b", &[]).await;
+    let ch = "trades.IDEM";
+    let mut sub = connect(&b).await;
+    subscribe_one(&mut sub, ch, None).await;
+    let body = json!({"channel": ch, "event": "tick", "data": {"i": 1}}).to_string();
+    let keyed = |body: String| async move {
+        http_with(
+            a.addr,
+            "POST",
+            "/api/publish",
+            &[("Idempotency-Key", "order-7f3a")],
+            &body,
+        )
+        .await
+    };
+
+    redis.signal("STOP");
+    let addr = a.addr;
+    let first = tokio::spawn({
+        let body = body.clone();
+        async move {
+            http_with(
+                addr,
+                "POST",
+                "/api/publish",
+                &[("Idempotency-Key", "order-7f3a")],
+                &body,
+            )
+            .await
+        }
+    });
+    wait_until_async("the publish is in flight at Redis", || async {
+        metric(addr, "quotecast_cluster_publishes_in_flight").await >= 1.0
+    })
+    .await;
+    // Redis stays hung past the node's 2 s response timeout.
+    let (st, resp) = first.await.unwrap();
+    assert_eq!(st, 503, "{resp}");
+    assert!(resp.contains("\"outcome_unknown\""), "{resp}");
+    redis.signal("CONT");
+    // It did happen: Redis ran it once resumed.
+    let evs = events_until(&mut sub, 1).await;
+    assert_eq!(evs[0]["data"]["i"], 1, "{evs:?}");
+
+    // The retry with the key returns the original seq and publishes nothing.
+    wait_health(a.addr, "up", SLOW).await;
+    let (st, resp) = keyed(body.clone()).await;
+    assert_eq!(st, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(v["seq"], 1, "{resp}");
+
+    // The same over WebSocket: two publishes with one key, one event.
+    let mut p = connect(&a).await;
+    let op = json!({"op":"publish","id":"w","channel":ch,"event":"tick","data":{"i":2},
+        "idempotency_key":"ws-2"});
+    p.send(op.clone()).await;
+    let ack1 = p.recv().await;
+    p.send(op).await;
+    let ack2 = p.recv().await;
+    assert_eq!(ack1["type"], "published", "{ack1}");
+    assert_eq!((seq_of(&ack1), seq_of(&ack2)), (2, 2), "{ack1} {ack2}");
+    let evs = events_until(&mut sub, 2).await;
+    assert_eq!(evs[0]["data"]["i"], 2, "{evs:?}");
+
+    // A bad key is refused before anything happens.
+    let (st, resp) = http_with(
+        a.addr,
+        "POST",
+        "/api/publish",
+        &[("Idempotency-Key", "has space")],
+        &body,
+    )
+    .await;
+    assert_eq!(st, 400, "{resp}");
+    let marker = publish_marker(a.addr, ch).await;
+    assert_eq!(marker, 3, "no duplicate was sequenced");
+    assert_quiet(&mut sub, "subscriber", marker).await;
+}
+
+/// Redis Sentinel (issue #15): a node finds the master through a sentinel, and when the
+/// master is killed and the sentinel promotes its replica, the node reconnects to the new
+/// master by itself. The new master is another Redis process, so the channel gets a new
+/// epoch: its subscribers get a `resync` (never a silent loss, even if the replica had not
+/// received the last events), and publishing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_sentinel_failover() {
+    const T: &str = "sentinel";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-sentinel");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(master.port);
+    let linked = || {
+        matches!(replica.cmd(&["INFO", "replication"]),
+            RespValue::Bulk(Some(b)) if String::from_utf8_lossy(&b).contains("master_link_status:up"))
+    };
+    wait_until("the replica is in sync", SLOW, linked).await;
+    let sentinel = RedisServer::start_sentinel(&dir, "qc", master.port);
+    let knows_replica = || {
+        matches!(sentinel.cmd(&["SENTINEL", "replicas", "qc"]),
+            RespValue::Array(Some(r)) if !r.is_empty())
+    };
+    wait_until("the sentinel knows the replica", SLOW, knows_replica).await;
+
+    // The node is given only the sentinel; the URL's host and port are not used.
+    let sentinel_addr = format!("127.0.0.1:{}", sentinel.port);
+    let mut cmd = ServerProcess::command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--allow-anonymous",
+        "--anonymous-publish",
+        "--redis",
+        "redis://unused.invalid:1",
+        "--sentinel-master",
+        "qc",
+        "--sentinel",
+        &sentinel_addr,
+        "--node-id",
+        "a",
+    ]);
+    cmd.stderr(std::fs::File::create(log_path(T, "a")).unwrap());
+    let a = ServerProcess::start(&mut cmd);
+    wait_health(a.addr, "up", SLOW).await;
+
+    let ch = "trades.SENT";
+    let meta = format!("quotecast:{{{ch}}}:m");
+    let mut sub = connect(&a).await;
+    let e1 = epoch_of(&subscribe_one(&mut sub, ch, None).await);
+    let mut p = connect(&a).await;
+    for i in 1..=3u64 {
+        assert_eq!(publish_ws(&mut p, ch, json!({"i": i})).await, i);
+    }
+    assert_eq!(seqs(&events_until(&mut sub, 3).await), vec![1, 2, 3]);
+
+    master.stop();
+    let promoted = format!("{}", replica.port);
+    wait_until("the sentinel promotes the replica", SLOW, || {
+        matches!(sentinel.cmd(&["SENTINEL", "get-master-addr-by-name", "qc"]),
+            RespValue::Array(Some(a)) if a.get(1) == Some(&RespValue::Bulk(Some(promoted.clone().into_bytes()))))
+    })
+    .await;
+    wait_health(a.addr, "up", SLOW).await;
+    let f = tokio::time::timeout(SLOW, sub.next())
+        .await
+        .expect("a resync after the failover")
+        .expect("the subscriber stays connected");
+    assert_eq!(f["type"], "subscribed", "{f}");
+    assert_eq!(f["resync"], true, "{f}");
+    assert_eq!(f["recovered"], false, "{f}");
+    let e2 = epoch_of(&f);
+    assert_ne!(e2, e1, "another Redis process: a new epoch: {f}");
+    let s = seq_of(&f);
+    assert!(s <= 3, "{f}");
+    assert_eq!(
+        replica.cmd(&["HGET", &meta, "e"]),
+        RespValue::Bulk(Some(e2.clone().into_bytes())),
+        "the new epoch lives in the new master"
+    );
+    assert_eq!(publish_ws(&mut p, ch, json!({"i": "after"})).await, s + 1);
+    let evs = events_until(&mut sub, s + 1).await;
+    assert_eq!(evs.last().unwrap()["data"]["i"], "after");
+    let marker = publish_marker(a.addr, ch).await;
+    assert_quiet(&mut sub, "subscriber", marker).await;
 }

@@ -456,18 +456,71 @@ impl Drop for ServerProcess {
 pub(crate) struct RedisServer {
     child: Option<std::process::Child>,
     pub(crate) port: u16,
+    /// With [`RedisServer::start_in`]: where `SAVE` writes `dump.rdb` and a restart loads it.
+    dir: Option<std::path::PathBuf>,
+    /// More arguments (e.g. `--replicaof`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers `PING`.
     pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Like [`RedisServer::start`], with RDB snapshots in `dir` (`dump.rdb`) taken only by an
+    /// explicit `SAVE`; a [`RedisServer::restart`] loads the last one, as a Redis with RDB
+    /// persistence does after a crash.
+    pub(crate) fn start_in(dir: &std::path::Path) -> RedisServer {
+        RedisServer::start_with(Some(dir.to_path_buf()))
+    }
+
+    /// Like [`RedisServer::start`], as a replica of the Redis on `master`.
+    pub(crate) fn start_replica_of(master: u16) -> RedisServer {
+        RedisServer::start_with_extra(
+            None,
+            vec!["--replicaof".into(), "127.0.0.1".into(), master.to_string()],
+        )
+    }
+
+    /// `redis-server --sentinel` on a free port, monitoring the master on `master` as
+    /// `name` with quorum 1 and quick failure detection (500 ms) and failover; its config
+    /// file (which Sentinel rewrites) lives in `dir`.
+    pub(crate) fn start_sentinel(dir: &std::path::Path, name: &str, master: u16) -> RedisServer {
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 2000\n\
+                 sentinel parallel-syncs {name} 1\n"
+            ),
+        )
+        .unwrap();
+        RedisServer::start_with_extra(
+            None,
+            vec![conf.to_string_lossy().into_owned(), "--sentinel".into()],
+        )
+    }
+
+    fn start_with(dir: Option<std::path::PathBuf>) -> RedisServer {
+        RedisServer::start_with_extra(dir, Vec::new())
+    }
+
+    fn start_with_extra(dir: Option<std::path::PathBuf>, extra: Vec<String>) -> RedisServer {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut r = RedisServer { child: None, port };
+            let mut r = RedisServer {
+                child: None,
+                port,
+                dir: dir.clone(),
+                extra: extra.clone(),
+            };
             if r.spawn() {
                 return r;
             }
@@ -478,7 +531,15 @@ impl RedisServer {
     /// Spawns on `self.port`; false if the process died before answering (port taken).
     fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
-        let mut child = std::process::Command::new("redis-server")
+        let mut cmd = std::process::Command::new("redis-server");
+        // A config file (Sentinel) must come first.
+        let (file, rest): (Vec<&String>, Vec<&String>) =
+            self.extra.iter().partition(|a| a.ends_with(".conf"));
+        cmd.args(file);
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir).args(["--dbfilename", "dump.rdb"]);
+        }
+        let mut child = cmd
             .args([
                 "--port",
                 &port,
@@ -491,6 +552,7 @@ impl RedisServer {
                 "--daemonize",
                 "no",
             ])
+            .args(rest)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -524,7 +586,18 @@ impl RedisServer {
         }
     }
 
-    /// A new, empty server on the same port.
+    /// Sends a signal (`STOP`, `CONT`, ...) to the server process.
+    pub(crate) fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// A new server on the same port: empty, or with [`RedisServer::start_in`] loaded from
+    /// the last snapshot.
     pub(crate) fn restart(&mut self) {
         self.stop();
         for _ in 0..50 {

@@ -284,6 +284,7 @@ impl Harness {
             channel: channel.to_string(),
             event: event.to_string(),
             data: Bytes::copy_from_slice(data.as_bytes()),
+            key: None,
         };
         let (now, unix) = (self.now, self.unix_ns());
         let s = &mut self.shards[shard];

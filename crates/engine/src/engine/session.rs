@@ -222,6 +222,11 @@ impl<C> Session<C> {
         token
     }
 
+    /// Publishes of this connection still waiting for their answer.
+    pub fn pending_acks(&self) -> usize {
+        self.rare.borrow().as_ref().map_or(0, |r| r.acks.len())
+    }
+
     /// Drops a pending ack (the publish was refused).
     pub fn cancel_ack(&self, token: u32) {
         if let Some(r) = self.rare.borrow_mut().as_mut() {

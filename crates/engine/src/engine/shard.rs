@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::sync::oneshot;
@@ -111,9 +111,15 @@ pub enum PubReply {
 /// Why a publish accepted for sequencing did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    /// Cluster mode: Redis is unreachable, so no sequence number can be assigned.
-    #[error("the cluster's Redis is unreachable; retry")]
+    /// Cluster mode: the publish was not sequenced (Redis unreachable, or it refused the
+    /// command before running it); a retry cannot duplicate it.
+    #[error("the cluster's Redis is unreachable; the publish was not sequenced, retry")]
     Unavailable,
+    /// Cluster mode: the publish reached Redis but no answer came back (the connection
+    /// broke or timed out): it may have been sequenced and delivered. Retry only with the
+    /// same idempotency key, or a retry may publish it twice.
+    #[error("Redis did not answer: the publish may have happened; retry only with the same idempotency key")]
+    OutcomeUnknown,
 }
 
 impl PublishError {
@@ -121,6 +127,7 @@ impl PublishError {
     pub fn code(self) -> &'static str {
         match self {
             PublishError::Unavailable => "unavailable",
+            PublishError::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
@@ -324,6 +331,9 @@ pub struct Shard<C> {
     pub stats: ShardStats,
     /// Publish answers waiting for the events' hand-off to other shards.
     acks: Vec<Ack>,
+    /// Shutting down: connections told so whose publishes still wait for an answer (cluster
+    /// mode: Redis); each is closed with 1012 once its last answer is queued.
+    restart_after_acks: AHashSet<u64>,
     /// The current instant, set by the caller ([`Shard::set_now`]): the engine never reads
     /// a clock.
     now: Instant,
@@ -368,6 +378,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
             stats: ShardStats::default(),
             acks: Vec::new(),
+            restart_after_acks: AHashSet::new(),
             now,
             now_us: 0,
             origin: now,
@@ -659,6 +670,15 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 return;
             }
             self.mark_dirty(&peer);
+            self.restart_if_answered(&peer);
+        }
+    }
+
+    /// Shutting down: closes a connection that waited for its publishes' answers once the
+    /// last is queued (before the close frame).
+    fn restart_if_answered(&mut self, peer: &Rc<C>) {
+        if peer.pending_acks() == 0 && self.restart_after_acks.remove(&peer.id) {
+            self.close_peer(peer, CloseCode::ServerRestart, "server restart", false);
         }
     }
 
@@ -947,6 +967,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 return;
             }
             self.mark_dirty(&peer);
+            self.restart_if_answered(&peer);
         }
     }
 
@@ -1076,6 +1097,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             self.drop_sub(&sub.channel, &sub);
         }
         self.conns.remove(&peer.id);
+        self.restart_after_acks.remove(&peer.id);
     }
 
     // ---- closing, heartbeat, shutdown ----------------------------------------------------
@@ -1132,7 +1154,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         }
     }
 
-    /// Tells every connection the server is going away, then closes it with 1012.
+    /// Tells every connection the server is going away, then closes it with 1012: at once,
+    /// or, for a connection whose publishes still wait for an answer (cluster mode: Redis),
+    /// once the last answer is queued (the caller's drain deadline bounds the wait).
     pub fn shutdown_all(&mut self, reconnect_ms: u64) {
         let notice = |fmt: Format| {
             fmt.reply(&Reply::Shutdown(encode::Shutdown {
@@ -1147,7 +1171,12 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             p.out
                 .borrow_mut()
                 .push_control(notices[p.format.index()].clone());
-            self.close_peer(&p, CloseCode::ServerRestart, "server restart", false);
+            if p.pending_acks() > 0 && !p.is_closing() {
+                self.restart_after_acks.insert(p.id);
+                self.mark_dirty(&p);
+            } else {
+                self.close_peer(&p, CloseCode::ServerRestart, "server restart", false);
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! it is accepted.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
@@ -60,6 +61,31 @@ pub struct PubEvent {
     pub event: String,
     /// The payload as compact-or-verbatim JSON bytes.
     pub data: Bytes,
+    /// The publish's idempotency key (every event of one publish shares it): in cluster mode
+    /// Redis remembers it with the publish's seqs for `cluster.idempotency_window_secs`, and
+    /// a publish with a key it remembers is not performed again but answered with the
+    /// original seqs.
+    pub key: Option<Arc<str>>,
+}
+
+/// Longest accepted idempotency key.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// Checks an idempotency key: 1 to [`MAX_KEY_LEN`] printable ASCII characters, no spaces.
+pub fn check_key(key: &str) -> Result<Arc<str>, OpError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(OpError::BadRequest(format!(
+            "`idempotency_key` must be 1 to {MAX_KEY_LEN} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(Arc::from(key))
+}
+
+/// Gives every event of a publish its idempotency key.
+pub fn set_key(events: &mut [PubEvent], key: &Arc<str>) {
+    for e in events {
+        e.key = Some(key.clone());
+    }
 }
 
 /// A parsed client op.
@@ -221,6 +247,8 @@ struct RawOp<'a, D> {
     data: Option<D>,
     events: Option<Vec<RawPub<'a, D>>>,
     token: Option<String>,
+    #[serde(borrow)]
+    idempotency_key: Option<Cow<'a, str>>,
 }
 
 /// Pulls just `id` out of a message that failed to parse, so the error can echo it.
@@ -383,6 +411,11 @@ fn build<D: DataBytes>(raw: RawOp<'_, D>) -> Result<Op, ParseFailure> {
                     (vec![ev], true)
                 }
             };
+            let mut events = events;
+            if let Some(k) = raw.idempotency_key {
+                let key = check_key(&k).map_err(|e| (id.clone(), e))?;
+                set_key(&mut events, &key);
+            }
             Ok(Op::Publish { id, events, single })
         }
         "ping" => Ok(Op::Ping { id }),
@@ -424,6 +457,7 @@ fn pub_event<D: DataBytes>(
         channel: channel.into_owned(),
         event: event.into_owned(),
         data: data.into_bytes()?,
+        key: None,
     })
 }
 
@@ -443,6 +477,8 @@ pub fn parse_http_publish(body: &[u8]) -> Result<(Vec<PubEvent>, bool), OpError>
         data: Option<&'a RawValue>,
         #[serde(borrow)]
         events: Option<Vec<RawPub<'a, &'a RawValue>>>,
+        #[serde(borrow)]
+        idempotency_key: Option<Cow<'a, str>>,
     }
     let b: Body<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
@@ -451,10 +487,12 @@ pub fn parse_http_publish(body: &[u8]) -> Result<(Vec<PubEvent>, bool), OpError>
             OpError::BadFrame(format!("invalid JSON: {e}"))
         }
     })?;
-    match (b.events, b.channel) {
-        (Some(_), Some(_)) => Err(OpError::BadRequest(
-            "give either `channel` or `events`, not both".into(),
-        )),
+    let (mut events, single) = match (b.events, b.channel) {
+        (Some(_), Some(_)) => {
+            return Err(OpError::BadRequest(
+                "give either `channel` or `events`, not both".into(),
+            ))
+        }
         (Some(list), None) => {
             if list.is_empty() || list.len() > MAX_EVENTS_PER_PUBLISH {
                 return Err(OpError::BadRequest(format!(
@@ -465,10 +503,14 @@ pub fn parse_http_publish(body: &[u8]) -> Result<(Vec<PubEvent>, bool), OpError>
             for (i, p) in list.into_iter().enumerate() {
                 out.push(pub_event(p.channel, p.event, p.data).map_err(|e| at(i, e))?);
             }
-            Ok((out, false))
+            (out, false)
         }
-        (None, channel) => Ok((vec![pub_event(channel, b.event, b.data)?], true)),
+        (None, channel) => (vec![pub_event(channel, b.event, b.data)?], true),
+    };
+    if let Some(k) = b.idempotency_key {
+        set_key(&mut events, &check_key(&k)?);
     }
+    Ok((events, single))
 }
 
 #[cfg(test)]
@@ -477,6 +519,33 @@ mod tests {
 
     fn mp<T: Serialize>(v: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(v).unwrap()
+    }
+
+    #[test]
+    fn idempotency_key_on_every_event_of_a_publish() {
+        let op = parse_json(
+            br#"{"op":"publish","id":1,"events":[{"channel":"a","event":"e","data":1},
+                {"channel":"b","event":"e","data":2}],"idempotency_key":"k-1"}"#,
+        )
+        .unwrap();
+        let Op::Publish { events, .. } = op else {
+            panic!("{op:?}")
+        };
+        assert!(events.iter().all(|e| e.key.as_deref() == Some("k-1")));
+        let (evs, _) =
+            parse_http_publish(br#"{"channel":"a","event":"e","data":1,"idempotency_key":"x"}"#)
+                .unwrap();
+        assert_eq!(evs[0].key.as_deref(), Some("x"));
+        let (evs, _) = parse_http_publish(br#"{"channel":"a","event":"e","data":1}"#).unwrap();
+        assert_eq!(evs[0].key, None);
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for bad in ["", "a b", "é", long.as_str()] {
+            let msg = serde_json::json!({"op":"publish","id":2,"channel":"a","event":"e","data":1,
+                "idempotency_key": bad});
+            let err = parse_json(msg.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.1.code(), "bad_request", "{bad:?}");
+        }
+        assert!(check_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
     }
 
     #[test]
