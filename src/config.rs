@@ -411,6 +411,10 @@ pub struct RawAuth {
     pub jwt_audience: Option<String>,
     /// `leeway_secs`.
     pub leeway_secs: u64,
+    /// `jwt_user_claim`: the claim naming the user (`sub`).
+    pub jwt_user_claim: String,
+    /// `jwt_grants_claim`: the claim listing channel grants (`channels`).
+    pub jwt_grants_claim: String,
     /// `auth_timeout_ms`.
     pub auth_timeout_ms: u64,
 }
@@ -428,6 +432,8 @@ impl std::fmt::Debug for RawAuth {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("leeway_secs", &self.leeway_secs)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_grants_claim", &self.jwt_grants_claim)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .finish()
     }
@@ -566,6 +572,8 @@ impl Default for RawConfig {
                 jwt_issuer: None,
                 jwt_audience: None,
                 leeway_secs: a.jwt.leeway_secs,
+                jwt_user_claim: a.jwt.user_claim.clone(),
+                jwt_grants_claim: a.jwt.grants_claim.clone(),
                 auth_timeout_ms: a.auth_timeout.as_millis() as u64,
             },
             limits: RawLimits {
@@ -591,15 +599,15 @@ impl Default for RawConfig {
             cluster: RawCluster::from_config(c.cluster.as_ref()),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
-                ch("quotes.*", Conflated, 1, Public),
-                ch("trades.*", Stream, 1000, Public),
-                ch("signals.*", Stream, 100, Public),
+                ch("quotes.**", Conflated, 1, Public),
+                ch("trades.**", Stream, 1000, Public),
+                ch("signals.**", Stream, 100, Public),
                 ch("market.status", Stream, 10, Public),
-                ch("user.{user}.*", Stream, 1000, Owner),
-                ch("challenge.*", Stream, 1000, Grant),
-                ch("strategy.*", Stream, 1000, Grant),
-                ch("private.*", Stream, 1000, Grant),
-                ch("*", Stream, 100, Public),
+                ch("user.{user}.**", Stream, 1000, Owner),
+                ch("challenge.**", Stream, 1000, Grant),
+                ch("strategy.**", Stream, 1000, Grant),
+                ch("private.**", Stream, 1000, Grant),
+                ch("bench.*", Stream, 100, Public),
             ],
         }
     }
@@ -681,11 +689,32 @@ impl RawConfig {
                 .map_err(|e| invalid(&format!("channels[{i}]"), e.to_string()))?;
             rules.push(rule);
         }
+        if self.demo.enabled && self.auth.jwt_secret.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(invalid(
+                "demo.enabled",
+                "the demo serves signed user tokens to anyone at /demo/token, so it cannot run \
+                 with a real jwt_secret (QUOTECAST_JWT_SECRET / --jwt-secret): unset the secret \
+                 (the demo then signs with a throwaway one) or turn the demo off",
+            ));
+        }
+        if self.demo.enabled {
+            // The demo market publishes under its own names and lets anyone try any name:
+            // only the demo gets a public catch-all, after the configured rules.
+            rules.push(ChannelRules::public_catch_all());
+        }
         if rules.is_empty() {
             return Err(invalid(
                 "channels",
                 "no channel pattern: every channel would be refused",
             ));
+        }
+        for (key, v) in [
+            ("auth.jwt_user_claim", &self.auth.jwt_user_claim),
+            ("auth.jwt_grants_claim", &self.auth.jwt_grants_claim),
+        ] {
+            if v.is_empty() || v.len() > 64 {
+                return Err(invalid(key, "a claim name of 1-64 characters"));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid("log.filter", "not a valid tracing filter"));
@@ -713,6 +742,8 @@ impl RawConfig {
                 issuer: au.jwt_issuer.clone(),
                 audience: au.jwt_audience.clone(),
                 leeway_secs: au.leeway_secs,
+                user_claim: au.jwt_user_claim.clone(),
+                grants_claim: au.jwt_grants_claim.clone(),
             },
             // The demo and anonymous publishing imply anonymous subscribing.
             allow_anonymous: au.allow_anonymous || au.anonymous_publish || demo,
@@ -859,6 +890,8 @@ fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
 /// (`quotecast config --print-default`). Parsing it gives [`RawConfig::default`].
 pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
+pub mod explain;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,7 +924,7 @@ mod tests {
 
     #[test]
     fn semantic_errors_are_located() {
-        let text = "shards = 4\n\n[queue]\nmax_bytes = 10\n\n[[channels]]\npattern = \"a.*\"\n\n[[channels]]\npattern = \"b.**\"\n";
+        let text = "shards = 4\n\n[queue]\nmax_bytes = 10\n\n[[channels]]\npattern = \"a.*\"\n\n[[channels]]\npattern = \"b.***\"\n";
         assert_eq!(locate(text, "shards"), Some((1, 1)));
         assert_eq!(locate(text, "queue.max_bytes"), Some((4, 1)));
         assert_eq!(locate(text, "queue.max_frames"), Some((3, 1)));
@@ -910,7 +943,7 @@ mod tests {
             e.contains("bad.toml:9:1: channels[1]: bad channel pattern"),
             "{e}"
         );
-        std::fs::write(&p, text.replace("b.**", "b.*")).unwrap();
+        std::fs::write(&p, text.replace("b.***", "b.*")).unwrap();
         let e = RawConfig::load(&p).unwrap_err().to_string();
         assert!(
             e.contains("bad.toml:4:1: queue.max_bytes: must be at least"),
@@ -918,7 +951,7 @@ mod tests {
         );
         std::fs::write(
             &p,
-            "[queue]\nmax_bytes = 1048576\n[[channels]]\npattern = \"b.**\"\n",
+            "[queue]\nmax_bytes = 1048576\n[[channels]]\npattern = \"b.***\"\n",
         )
         .unwrap();
         let e = RawConfig::load(&p).unwrap_err().to_string();
@@ -933,6 +966,45 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn default_config_has_no_public_catch_all_and_the_demo_adds_one() {
+        let c = RawConfig::default().into_config().unwrap();
+        for n in [
+            "user:42:orders",
+            "private-App.Models.User.1",
+            "challenge_7",
+            "misc.1",
+        ] {
+            assert!(c.rules.resolve(n).is_none(), "{n}");
+        }
+        let mut raw = RawConfig::default();
+        raw.demo.enabled = true;
+        let c = raw.into_config().unwrap();
+        let r = c.rules.resolve("misc.1").unwrap();
+        assert_eq!((r.pattern, r.policy.access), ("**", ChannelAccess::Public));
+        assert_eq!(c.rules.resolve("user.42.orders").unwrap().owner, Some("42"));
+    }
+
+    #[test]
+    fn demo_refuses_a_real_jwt_secret() {
+        let mut raw = RawConfig::default();
+        raw.demo.enabled = true;
+        raw.auth.jwt_secret = Some("production-secret".into());
+        let e = raw.into_config().unwrap_err().to_string();
+        assert!(
+            e.contains("demo.enabled") && e.contains("jwt_secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn claim_names_are_read_and_checked() {
+        let raw = RawConfig::parse("[auth]\njwt_user_claim = \"user_id\"\n", "t").unwrap();
+        assert_eq!(raw.into_config().unwrap().access.jwt.user_claim, "user_id");
+        let raw = RawConfig::parse("[auth]\njwt_grants_claim = \"\"\n", "t").unwrap();
+        assert!(raw.into_config().is_err());
     }
 
     #[test]

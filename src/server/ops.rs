@@ -430,13 +430,15 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
     let current = peer.identity.borrow().user.clone();
     match (&current, &identity.user) {
         (Some(cur), Some(new)) if cur != new => {
+            // `auth_failed` like every refused token (docs/auth.md); the connection keeps its
+            // current identity.
             send_error(
                 ctx,
                 peer,
                 id,
-                "forbidden",
+                "auth_failed",
                 None,
-                "the token is for another user",
+                &crate::auth::AuthError::UserChanged.to_string(),
             );
             return;
         }

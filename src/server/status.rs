@@ -272,8 +272,9 @@ pub async fn health_websocket(ctx: &ShardCtx) -> Health {
 }
 
 /// `GET /ws/status?top=N`: connections, users, uptime, shard balance and the `N` channels
-/// with the most subscribers (default 20, at most 1,000).
-pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
+/// with the most subscribers (default 20, at most 1,000). Without `private` (the caller is
+/// not an operator), channels whose namespace is not public are left out of the list.
+pub async fn status(ctx: &ShardCtx, top: Option<&str>, private: bool) -> impl Serialize {
     let top = top
         .and_then(|t| t.parse::<usize>().ok())
         .unwrap_or(DEFAULT_TOP)
@@ -292,9 +293,16 @@ pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
             channels: s.as_ref().map_or(0, |s| s.channels),
         })
         .collect();
+    let rules = &ctx.shared.engine.rules;
     let top_channels = m
         .top_channels
         .iter()
+        .filter(|(c, _)| {
+            private
+                || rules.resolve(c).is_some_and(|r| {
+                    r.policy.access == crate::engine::channel::ChannelAccess::Public
+                })
+        })
         .take(top)
         .map(|(c, n)| ChannelStatus {
             channel: c.to_string(),

@@ -6,6 +6,7 @@ mod board;
 mod cluster;
 mod delivery;
 mod lifecycle;
+mod namespaces;
 mod ops;
 mod props;
 mod slow;
