@@ -364,6 +364,8 @@ pub enum Denied {
     Unauthenticated,
     /// Authenticated, but not allowed.
     Forbidden,
+    /// Authenticated; the namespace's subscribe hook decides (the backend is asked).
+    AskBackend,
 }
 
 /// Whether `who` may subscribe to `channel` resolved to `r`.
@@ -380,6 +382,11 @@ pub fn can_subscribe(who: &Identity, r: &Resolved<'_, '_>, channel: &str) -> Res
         ChannelAccess::Grant => match &who.user {
             Some(_) if granted() => Ok(()),
             Some(_) => Err(Denied::Forbidden),
+            None => Err(Denied::Unauthenticated),
+        },
+        ChannelAccess::Hook => match &who.user {
+            Some(_) if granted() => Ok(()),
+            Some(_) => Err(Denied::AskBackend),
             None => Err(Denied::Unauthenticated),
         },
     }

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -79,6 +80,49 @@ pub struct Config {
     pub log: LogConfig,
     /// Cluster mode on Redis, when `Some` (`--redis`). Default off: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// Backend hooks (`[hooks]` and the namespaces' `subscribe_hook`). Default: none.
+    pub hooks: HooksConfig,
+}
+
+/// Backend hook settings (`[hooks]`), shared by every hook, and the namespaces' hook URLs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HooksConfig {
+    /// Deadline of one call, connect included. Default 2 s.
+    pub timeout: Duration,
+    /// Calls in flight per shard; more get `backend_unavailable` at once. Default 64.
+    pub max_in_flight: usize,
+    /// How long a subscribe answer (allow or deny) is reused for the same user and channel.
+    /// Default 30 s; 0 turns the cache off.
+    pub cache_ttl: Duration,
+    /// Failures in a row that open a URL's circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before trying again. Default 5 s.
+    pub breaker_cooldown: Duration,
+    /// `subscribe_hook` URL per namespace pattern (namespaces with `access = "hook"`).
+    pub subscribe: Vec<(String, Arc<str>)>,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            timeout: Duration::from_secs(2),
+            max_in_flight: 64,
+            cache_ttl: Duration::from_secs(30),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            subscribe: Vec::new(),
+        }
+    }
+}
+
+impl HooksConfig {
+    /// The subscribe hook of the namespace `pattern`.
+    pub fn subscribe_url(&self, pattern: &str) -> Option<&Arc<str>> {
+        self.subscribe
+            .iter()
+            .find(|(p, _)| p == pattern)
+            .map(|(_, u)| u)
+    }
 }
 
 impl Default for Config {
@@ -108,6 +152,7 @@ impl Default for Config {
             demo: None,
             log: LogConfig::default(),
             cluster: None,
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -363,6 +408,8 @@ pub struct RawConfig {
     pub demo: RawDemo,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[hooks]`.
+    pub hooks: RawHooks,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
 }
@@ -500,6 +547,25 @@ pub struct RawChannel {
     /// `access`, default `public`.
     #[serde(default)]
     pub access: RawAccess,
+    /// `subscribe_hook`: the backend URL asked whether a user may join (`access = "hook"`).
+    #[serde(default)]
+    pub subscribe_hook: Option<String>,
+}
+
+/// `[hooks]`: backend hook calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHooks {
+    /// `timeout_ms`.
+    pub timeout_ms: u64,
+    /// `max_in_flight` (per shard).
+    pub max_in_flight: usize,
+    /// `cache_ttl_ms`.
+    pub cache_ttl_ms: u64,
+    /// `breaker_failures`.
+    pub breaker_failures: u32,
+    /// `breaker_cooldown_ms`.
+    pub breaker_cooldown_ms: u64,
 }
 
 fn default_history() -> usize {
@@ -528,6 +594,8 @@ pub enum RawAccess {
     Owner,
     /// Tokens whose `channels` claim grants it.
     Grant,
+    /// Authenticated users the namespace's `subscribe_hook` accepts.
+    Hook,
 }
 
 impl Default for RawConfig {
@@ -540,6 +608,7 @@ impl Default for RawConfig {
             kind,
             history,
             access,
+            subscribe_hook: None,
         };
         use RawAccess::*;
         use RawKind::*;
@@ -597,6 +666,13 @@ impl Default for RawConfig {
                 quotes_per_sec: d.quotes_per_sec,
             },
             cluster: RawCluster::from_config(c.cluster.as_ref()),
+            hooks: RawHooks {
+                timeout_ms: c.hooks.timeout.as_millis() as u64,
+                max_in_flight: c.hooks.max_in_flight,
+                cache_ttl_ms: c.hooks.cache_ttl.as_millis() as u64,
+                breaker_failures: c.hooks.breaker_failures,
+                breaker_cooldown_ms: c.hooks.breaker_cooldown.as_millis() as u64,
+            },
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
                 ch("quotes.**", Conflated, 1, Public),
@@ -628,7 +704,8 @@ impl_default_from_raw!(
     RawAuth.auth,
     RawLimits.limits,
     RawLog.log,
-    RawDemo.demo
+    RawDemo.demo,
+    RawHooks.hooks
 );
 
 impl RawConfig {
@@ -672,6 +749,7 @@ impl RawConfig {
     /// Turns the raw settings into a validated [`Config`], reading the key files named.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let mut rules = Vec::with_capacity(self.channels.len());
+        let mut subscribe_hooks = Vec::new();
         for (i, c) in self.channels.iter().enumerate() {
             let policy = ChannelPolicy {
                 kind: match c.kind {
@@ -683,8 +761,33 @@ impl RawConfig {
                     RawAccess::Public => ChannelAccess::Public,
                     RawAccess::Owner => ChannelAccess::Owner,
                     RawAccess::Grant => ChannelAccess::Grant,
+                    RawAccess::Hook => ChannelAccess::Hook,
                 },
             };
+            match (&c.subscribe_hook, c.access) {
+                (Some(url), RawAccess::Hook) => {
+                    if crate::server::hooks::split_url(url).is_none() {
+                        return Err(invalid(
+                            &format!("channels[{i}].subscribe_hook"),
+                            "an http://host:port/path URL",
+                        ));
+                    }
+                    subscribe_hooks.push((c.pattern.clone(), Arc::from(url.as_str())));
+                }
+                (None, RawAccess::Hook) => {
+                    return Err(invalid(
+                        &format!("channels[{i}]"),
+                        "access = \"hook\" needs a subscribe_hook URL",
+                    ))
+                }
+                (Some(_), _) => {
+                    return Err(invalid(
+                        &format!("channels[{i}].subscribe_hook"),
+                        "a subscribe_hook needs access = \"hook\"",
+                    ))
+                }
+                (None, _) => {}
+            }
             let rule = ChannelRule::new(&c.pattern, policy)
                 .map_err(|e| invalid(&format!("channels[{i}]"), e.to_string()))?;
             rules.push(rule);
@@ -707,6 +810,15 @@ impl RawConfig {
                 "channels",
                 "no channel pattern: every channel would be refused",
             ));
+        }
+        if self.hooks.timeout_ms == 0 {
+            return Err(invalid("hooks.timeout_ms", "must be at least 1"));
+        }
+        if self.hooks.max_in_flight == 0 {
+            return Err(invalid("hooks.max_in_flight", "must be at least 1"));
+        }
+        if self.hooks.breaker_failures == 0 {
+            return Err(invalid("hooks.breaker_failures", "must be at least 1"));
         }
         for (key, v) in [
             ("auth.jwt_user_claim", &self.auth.jwt_user_claim),
@@ -804,6 +916,14 @@ impl RawConfig {
                 .clone()
                 .into_config()
                 .map_err(|(key, reason)| invalid(key, reason))?,
+            hooks: HooksConfig {
+                timeout: Duration::from_millis(self.hooks.timeout_ms),
+                max_in_flight: self.hooks.max_in_flight,
+                cache_ttl: Duration::from_millis(self.hooks.cache_ttl_ms),
+                breaker_failures: self.hooks.breaker_failures,
+                breaker_cooldown: Duration::from_millis(self.hooks.breaker_cooldown_ms),
+                subscribe: subscribe_hooks,
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -985,6 +1105,24 @@ mod tests {
         let r = c.rules.resolve("misc.1").unwrap();
         assert_eq!((r.pattern, r.policy.access), ("**", ChannelAccess::Public));
         assert_eq!(c.rules.resolve("user.42.orders").unwrap().owner, Some("42"));
+    }
+
+    #[test]
+    fn hook_namespaces_need_an_http_url_and_hook_access() {
+        let parse = |t: &str| RawConfig::parse(t, "t").unwrap().into_config();
+        let c = parse("[[channels]]\npattern = \"challenge_{id}\"\naccess = \"hook\"\nsubscribe_hook = \"http://127.0.0.1:9000/qc\"\n").unwrap();
+        assert_eq!(
+            c.hooks.subscribe_url("challenge_{id}").map(|u| &**u),
+            Some("http://127.0.0.1:9000/qc")
+        );
+        for bad in [
+            "[[channels]]\npattern = \"a.*\"\naccess = \"hook\"\n",
+            "[[channels]]\npattern = \"a.*\"\nsubscribe_hook = \"http://x:1/\"\n",
+            "[[channels]]\npattern = \"a.*\"\naccess = \"hook\"\nsubscribe_hook = \"https://x/\"\n",
+            "[hooks]\nmax_in_flight = 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub fn who_subscribes(rule: &ChannelRule) -> &'static str {
             "only the user whose id fills {user}, or a token whose `channels` grant the name"
         }
         ChannelAccess::Grant => "only a token whose `channels` claim grants the name",
+        ChannelAccess::Hook => {
+            "an authenticated user the namespace's subscribe_hook accepts (or a token granting the name)"
+        }
     }
 }
 
@@ -77,6 +80,7 @@ pub fn explain(rules: &ChannelRules, name: &str, user: Option<&str>) -> (String,
                 owner.unwrap_or("?")
             ),
             ChannelAccess::Grant => "only if the token's `channels` grant it".to_string(),
+            ChannelAccess::Hook => "if the backend's subscribe_hook accepts".to_string(),
         };
         let _ = writeln!(out, "user {u}:   {verdict}");
     }

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod conn;
 pub mod demo;
 pub mod handshake;
+pub mod hooks;
 pub mod http;
 pub mod ops;
 pub mod peer;

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::auth::{can_subscribe, Denied, Identity, Role};
-use crate::engine::channel::{ChannelKind, ChannelRules};
+use crate::engine::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use crate::engine::shard::{Overloaded, PubReply};
 use crate::protocol::dialect::Reply;
 use crate::protocol::encode::{self, Authenticated, Pong, Unsubscribed};
@@ -289,8 +289,10 @@ fn subscribe(
             continue;
         };
         let denied = can_subscribe(&peer.identity.borrow(), &resolved, &name);
+        let mut asks_backend = false;
         match denied {
             Ok(()) => {}
+            Err(Denied::AskBackend) => asks_backend = true,
             Err(Denied::Unauthenticated) => {
                 let msg = "this channel needs a token; authenticate with the auth op";
                 send_error(ctx, peer, id.as_ref(), "unauthorized", Some(&name), msg);
@@ -309,35 +311,180 @@ fn subscribe(
                 continue;
             }
         }
-        if max_hz.is_some() && resolved.policy.kind == ChannelKind::Stream {
-            let msg =
-                "max_hz applies to conflated channels only; stream channels deliver every event";
-            send_error(ctx, peer, id.as_ref(), "bad_request", Some(&name), msg);
-            continue;
-        }
-        let max_subs = ctx.shared.config.max_subscriptions;
-        if peer.subs.borrow().len() >= max_subs && !peer.subs.borrow().contains(name.as_str()) {
-            let msg = format!("a connection may hold at most {max_subs} subscriptions");
-            send_error(
-                ctx,
-                peer,
-                id.as_ref(),
-                "too_many_subscriptions",
-                Some(&name),
-                &msg,
-            );
-            continue;
-        }
         let policy = resolved.policy.clone();
         let s = since
             .iter()
             .find(|(c, _)| *c == name)
             .map(|(_, s)| s.clone());
-        let channel: Arc<str> = Arc::from(name);
-        ctx.shard
-            .borrow_mut()
-            .subscribe(peer, channel, &policy, id.clone(), snapshot, s, max_hz);
+        if asks_backend {
+            let url = ctx
+                .shared
+                .config
+                .hooks
+                .subscribe_url(resolved.pattern)
+                .cloned();
+            match url {
+                Some(url) => {
+                    let req = Pending {
+                        id: id.clone(),
+                        policy,
+                        snapshot,
+                        since: s,
+                        max_hz,
+                    };
+                    ask_backend(ctx, peer, Arc::from(name), url, req);
+                }
+                None => {
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "forbidden",
+                        Some(&name),
+                        "no subscribe hook for this namespace",
+                    );
+                }
+            }
+            continue;
+        }
+        finish_subscribe(
+            ctx,
+            peer,
+            Arc::from(name),
+            Pending {
+                id: id.clone(),
+                policy,
+                snapshot,
+                since: s,
+                max_hz,
+            },
+        );
     }
+}
+
+/// A subscribe whose access check passed (or is waiting for the backend).
+struct Pending {
+    id: Option<Id>,
+    policy: ChannelPolicy,
+    snapshot: bool,
+    since: Option<Since>,
+    max_hz: Option<f64>,
+}
+
+/// The checks after access (`max_hz` fits the kind, the subscription cap), then the shard's
+/// subscribe.
+fn finish_subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, p: Pending) {
+    let name: &str = &channel;
+    if p.max_hz.is_some() && p.policy.kind == ChannelKind::Stream {
+        let msg = "max_hz applies to conflated channels only; stream channels deliver every event";
+        send_error(ctx, peer, p.id.as_ref(), "bad_request", Some(name), msg);
+        return;
+    }
+    let max_subs = ctx.shared.config.max_subscriptions;
+    if peer.subs.borrow().len() >= max_subs && !peer.subs.borrow().contains(name) {
+        let msg = format!("a connection may hold at most {max_subs} subscriptions");
+        send_error(
+            ctx,
+            peer,
+            p.id.as_ref(),
+            "too_many_subscriptions",
+            Some(name),
+            &msg,
+        );
+        return;
+    }
+    ctx.shard.borrow_mut().subscribe(
+        peer,
+        channel.clone(),
+        &p.policy,
+        p.id.clone(),
+        p.snapshot,
+        p.since,
+        p.max_hz,
+    );
+}
+
+/// Applies the backend's subscribe answer: `{"allow": true}` subscribes; anything else is
+/// `forbidden` with the backend's `reason` when it gave one.
+fn apply_backend_answer(
+    ctx: &Rc<ShardCtx>,
+    peer: &Rc<Peer>,
+    channel: Arc<str>,
+    answer: &serde_json::Value,
+    p: Pending,
+) {
+    if answer.get("allow").and_then(|a| a.as_bool()) == Some(true) {
+        finish_subscribe(ctx, peer, channel, p);
+    } else {
+        let reason = answer
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("the backend refused this subscription");
+        tracing::info!(conn = %peer.conn_id(), channel = %channel, "subscribe refused by the backend");
+        send_error(
+            ctx,
+            peer,
+            p.id.as_ref(),
+            "forbidden",
+            Some(&channel),
+            reason,
+        );
+    }
+}
+
+/// Asks the namespace's subscribe hook whether this connection's user may join `channel`
+/// (from the cache when a fresh answer is there). The call runs as a task on this shard; the
+/// answer is applied here when it arrives, so the shard never waits on the backend.
+fn ask_backend(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, url: Arc<str>, p: Pending) {
+    // Only authenticated users reach here (`can_subscribe` answers `Unauthenticated` first).
+    let Some(user) = peer.identity.borrow().user.clone() else {
+        return;
+    };
+    if let Some(answer) = ctx.hooks.cached(&user, &channel, Instant::now()) {
+        ctx.shared
+            .hook_stats
+            .cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        apply_backend_answer(ctx, peer, channel, &answer, p);
+        return;
+    }
+    let ctx = ctx.clone();
+    let peer = peer.clone();
+    tokio::task::spawn_local(async move {
+        let body = serde_json::json!({
+            "user": &*user,
+            "channel": &*channel,
+            "conn_id": peer.conn_id().to_string(),
+        });
+        let hooks = &ctx.shared.config.hooks;
+        let result = ctx
+            .hooks
+            .call(hooks, &ctx.shared.hook_stats, &url, &body)
+            .await;
+        if peer.is_closing() {
+            return;
+        }
+        ctx.shard.borrow_mut().tick();
+        match result {
+            Ok(answer) => {
+                if !hooks.cache_ttl.is_zero() {
+                    let until = Instant::now() + hooks.cache_ttl;
+                    ctx.hooks
+                        .remember(user, channel.clone(), answer.clone(), until);
+                }
+                apply_backend_answer(&ctx, &peer, channel, &answer, p);
+            }
+            Err(e) => send_error(
+                &ctx,
+                &peer,
+                p.id.as_ref(),
+                "backend_unavailable",
+                Some(&channel),
+                &e.to_string(),
+            ),
+        }
+        ctx.shard.borrow_mut().commit();
+    });
 }
 
 /// The `unsubscribe` op: answers with the channels that were subscribed.
@@ -482,9 +629,11 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
         let rules = &ctx.shared.engine.rules;
         let who = peer.identity.borrow();
         for n in &names {
-            let allowed = rules
-                .resolve(n)
-                .is_some_and(|r| can_subscribe(&who, &r, n).is_ok());
+            // A hook channel stays: the backend accepted this user, who cannot change on a
+            // refresh.
+            let allowed = rules.resolve(n).is_some_and(|r| {
+                matches!(can_subscribe(&who, &r, n), Ok(()) | Err(Denied::AskBackend))
+            });
             if !allowed {
                 revoked.push(n.clone());
             }

@@ -59,6 +59,8 @@ pub struct Shared {
     pub users: Mutex<HashMap<Arc<str>, usize>>,
     /// When the server started, for uptime.
     pub started: Instant,
+    /// Backend hook counters, for `/metrics`.
+    pub hook_stats: super::hooks::HookStats,
 }
 
 impl Shared {
@@ -165,6 +167,8 @@ pub struct ShardCtx {
     driver_signal: LocalSignal,
     /// Stops the acceptor.
     stop_accept: LocalSignal,
+    /// This shard's backend hook state (calls in flight, breakers, answer cache).
+    pub hooks: super::hooks::ShardHooks,
 }
 
 /// Decrements the open-socket count when an HTTP or WebSocket connection ends.
@@ -260,6 +264,7 @@ impl Server {
             verifier,
             users: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            hook_stats: super::hooks::HookStats::default(),
         });
         let mut listener = Some(listener);
         let mut demo = demo;
@@ -387,6 +392,7 @@ fn shard_main(
             draining: Cell::new(false),
             driver_signal: LocalSignal::default(),
             stop_accept: LocalSignal::default(),
+            hooks: super::hooks::ShardHooks::default(),
         });
         if let Some(l) = listener {
             match TcpListener::from_std(l) {

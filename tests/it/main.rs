@@ -5,6 +5,7 @@ mod badinput;
 mod board;
 mod cluster;
 mod delivery;
+mod hooks;
 mod lifecycle;
 mod namespaces;
 mod ops;

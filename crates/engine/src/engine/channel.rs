@@ -54,6 +54,9 @@ pub enum ChannelAccess {
     Owner,
     /// Only a token whose `channels` claim grants it.
     Grant,
+    /// An authenticated user the application's backend accepts (the namespace's subscribe
+    /// hook), or a token granting it.
+    Hook,
 }
 
 /// What a pattern grants.

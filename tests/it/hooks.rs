@@ -1,0 +1,261 @@
+//! Backend hooks against a real HTTP backend (tests/backend/hooks_backend.py, standard-library
+//! Python started by each test): seeds/001's challenge rooms decided by a subscribe hook,
+//! the answer cache, a backend that is down (clear error, circuit breaker) or slow (deadline,
+//! and the shard keeps serving others meanwhile).
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::util::*;
+use quotecast::auth::unix_now;
+use quotecast::config::{AccessConfig, Config, HooksConfig};
+use quotecast::engine::channel::{ChannelAccess, ChannelPolicy, ChannelRule, ChannelRules};
+
+const SECRET: &str = "hooks-test-secret";
+const API_KEY: &str = "hooks-api-key";
+
+/// The Python backend; killed on drop.
+pub(crate) struct Backend {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Backend {
+    pub(crate) fn start() -> Backend {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/backend/hooks_backend.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the test backend");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("backend prints its port");
+        Backend { child, port }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub(crate) async fn count(&self, path: &str) -> u64 {
+        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let (_, body) = http(addr, "GET", "/count", "").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v[path].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn token(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn user(sub: &str) -> String {
+    token(json!({"sub": sub, "exp": unix_now() + 600}))
+}
+
+/// One shard (so a slow hook would stall the very shard the other client is on), tokens by
+/// [`SECRET`], publishing by API key, `challenge_{id}` decided by `url`, `trades.*` public.
+fn server(url: &str, tweak: impl FnOnce(&mut HooksConfig)) -> TestServer {
+    let url: Arc<str> = url.into();
+    TestServer::start(move |c: &mut Config| {
+        c.shards = 1;
+        let mut a = AccessConfig {
+            api_keys: vec![API_KEY.into()],
+            ..AccessConfig::default()
+        };
+        a.jwt.hs256_secret = Some(SECRET.as_bytes().to_vec());
+        c.access = a;
+        c.rules = ChannelRules::new(vec![
+            ChannelRule::new(
+                "challenge_{id}",
+                ChannelPolicy::stream(100).with_access(ChannelAccess::Hook),
+            )
+            .unwrap(),
+            ChannelRule::new("trades.*", ChannelPolicy::stream(10)).unwrap(),
+        ]);
+        c.hooks.subscribe = vec![("challenge_{id}".into(), url)];
+        tweak(&mut c.hooks);
+    })
+}
+
+async fn connect(srv: &TestServer, sub: &str) -> Client {
+    Client::connect_url(&srv.url(&format!("?token={}", user(sub))), false).await
+}
+
+/// The answer to subscribing `channel`: `subscribed` or the error code and message.
+async fn join(c: &mut Client, channel: &str) -> (String, String) {
+    c.send(json!({"op":"subscribe","id":1,"channels":[channel]}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        match v["type"].as_str() {
+            Some("subscribed") => return ("subscribed".into(), String::new()),
+            Some("error") => {
+                return (
+                    v["code"].as_str().unwrap().into(),
+                    v["message"].as_str().unwrap().into(),
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn publish(srv: &TestServer, channel: &str, n: u64) {
+    let body = json!({"channel": channel, "event": "equity_updated", "data": {"n": n}});
+    let (st, b) = http_with(
+        srv.addr,
+        "POST",
+        "/api/publish",
+        &[("X-Api-Key", API_KEY)],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+}
+
+#[tokio::test]
+async fn a_subscribe_hook_decides_challenge_rooms_and_answers_are_cached() {
+    let backend = Backend::start();
+    let srv = server(&backend.url("/subscribe"), |_| {});
+    let mut u42 = connect(&srv, "42").await;
+    let mut u43 = connect(&srv, "43").await;
+    assert_eq!(join(&mut u42, "challenge_7").await.0, "subscribed");
+    assert_eq!(
+        join(&mut u42, "challenge_8").await,
+        ("forbidden".into(), "Access denied".into())
+    );
+    assert_eq!(join(&mut u43, "challenge_7").await.0, "forbidden");
+    assert_eq!(backend.count("subscribe").await, 3);
+    // Only the owner receives the room's events.
+    u43.subscribe(&["trades.M"]).await;
+    publish(&srv, "challenge_7", 1).await;
+    publish(&srv, "trades.M", 2).await;
+    let ev = u42.expect_type("event").await;
+    assert_eq!(ev["channel"], "challenge_7");
+    assert_eq!(u43.expect_type("event").await["channel"], "trades.M");
+    // A second connection of user 42 gets the cached answer: the backend is not asked.
+    let mut again = connect(&srv, "42").await;
+    assert_eq!(join(&mut again, "challenge_7").await.0, "subscribed");
+    assert_eq!(backend.count("subscribe").await, 3);
+    let (_, m) = http(srv.addr, "GET", "/metrics", "").await;
+    assert!(m.contains("quotecast_hook_cache_hits_total 1"), "{m}");
+    assert!(
+        m.contains("quotecast_hook_calls_total{outcome=\"ok\"} 3"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_cache_every_subscribe_asks_the_backend() {
+    let backend = Backend::start();
+    let srv = server(&backend.url("/subscribe"), |h| h.cache_ttl = Duration::ZERO);
+    let mut c = connect(&srv, "42").await;
+    for _ in 0..2 {
+        assert_eq!(join(&mut c, "challenge_7").await.0, "subscribed");
+    }
+    assert_eq!(backend.count("subscribe").await, 2);
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_gives_a_clear_error_and_opens_the_breaker() {
+    let backend = Backend::start();
+    let url = backend.url("/subscribe");
+    drop(backend);
+    let srv = server(&url, |h| h.breaker_failures = 2);
+    let mut c = connect(&srv, "42").await;
+    for _ in 0..2 {
+        assert_eq!(
+            join(&mut c, "challenge_7").await,
+            (
+                "backend_unavailable".into(),
+                "the backend could not be reached".into()
+            )
+        );
+    }
+    assert_eq!(
+        join(&mut c, "challenge_7").await,
+        (
+            "backend_unavailable".into(),
+            "the backend is failing; not asked for a few seconds".into()
+        )
+    );
+    // The connection lives on.
+    c.send(json!({"op":"ping","id":9})).await;
+    c.expect_type("pong").await;
+    let (_, m) = http(srv.addr, "GET", "/metrics", "").await;
+    assert!(
+        m.contains("quotecast_hook_calls_total{outcome=\"failed\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("quotecast_hook_calls_total{outcome=\"rejected\"} 1"),
+        "{m}"
+    );
+}
+
+/// The hook call waits on its own task: while the backend sleeps past the deadline, another
+/// client on the same (single) shard keeps receiving events.
+#[tokio::test]
+async fn a_slow_backend_times_out_without_stalling_the_shard() {
+    let backend = Backend::start();
+    let srv = server(&backend.url("/slow"), |h| {
+        h.timeout = Duration::from_millis(1500)
+    });
+    let mut waiting = connect(&srv, "42").await;
+    let mut other = connect(&srv, "43").await;
+    other.subscribe(&["trades.LIVE"]).await;
+    waiting
+        .send(json!({"op":"subscribe","id":1,"channels":["challenge_7"]}))
+        .await;
+    // The backend has the call (it counts on arrival) before we publish.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while backend.count("slow").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook was never called"
+        );
+        tokio::task::yield_now().await;
+    }
+    publish(&srv, "trades.LIVE", 1).await;
+    assert_eq!(other.expect_type("event").await["channel"], "trades.LIVE");
+    // ...while the hook call was still pending: its answer has not come yet.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), waiting.next())
+            .await
+            .is_err(),
+        "the subscribe was answered before the other client's event"
+    );
+    let e = waiting.expect_type("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["message"].as_str()),
+        (
+            Some("backend_unavailable"),
+            Some("the backend did not answer in time")
+        )
+    );
+}
