@@ -12,3 +12,4 @@ mod ops;
 mod props;
 mod slow;
 mod util;
+mod walkthroughs;
