@@ -96,10 +96,15 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
             r
         }
         (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
+        (&Method::POST, "/api/disconnect") => api_disconnect(&ctx, req).await,
+        (&Method::POST, "/api/unsubscribe") => api_unsubscribe(&ctx, req).await,
+        (&Method::GET, "/api/channels") => api_channels(&ctx, &req).await,
+        (&Method::GET, "/api/history") => api_history(&ctx, &req).await,
         (
             _,
             "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"
-            | "/metrics" | "/api/presence",
+            | "/metrics" | "/api/presence" | "/api/disconnect" | "/api/unsubscribe"
+            | "/api/channels" | "/api/history",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (&Method::GET, p) if crate::server::assets::get(p).is_some() => asset(p),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -612,4 +617,164 @@ fn token_exp(token: &str) -> Option<u64> {
         .ok()?
         .get("exp")?
         .as_u64()
+}
+
+// ---- server API (operators) ----------------------------------------------------------------
+
+/// Largest server-API request body (bytes).
+const API_BODY_MAX: usize = 16 * 1024;
+
+/// Reads and parses a small JSON body under the body deadline.
+#[allow(clippy::result_large_err)]
+async fn api_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), API_BODY_MAX).collect(),
+    );
+    let body = match read.await {
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            ))
+        }
+        Ok(Err(_)) => {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "could not read the body (at most 16 KiB)",
+            ))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+}
+
+/// `POST /api/disconnect {"user","reason"?}`: closes the user's connections on this node
+/// (4012 with the reason).
+async fn api_disconnect(ctx: &ShardCtx, req: Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, &req) {
+        return r;
+    }
+    let body: super::api::DisconnectReq = match api_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let user: Arc<str> = Arc::from(body.user.as_str());
+    let reason = super::api::close_reason(body.reason.as_deref());
+    let n = super::api::broadcast(ctx, || super::api::AdminCmd::Disconnect {
+        user: user.clone(),
+        reason: reason.clone(),
+    })
+    .await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"user": &*user, "disconnected": n}),
+    )
+}
+
+/// `POST /api/unsubscribe {"user","channel"}`: removes the user's connections on this node
+/// from the channel (each gets `unsubscribed`).
+async fn api_unsubscribe(ctx: &ShardCtx, req: Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, &req) {
+        return r;
+    }
+    let body: super::api::UnsubscribeReq = match api_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(e) = crate::protocol::names::check_channel(&body.channel) {
+        return json_error(StatusCode::BAD_REQUEST, "bad_channel", &e.to_string());
+    }
+    let user: Arc<str> = Arc::from(body.user.as_str());
+    let channel: Arc<str> = Arc::from(body.channel.as_str());
+    let n = super::api::broadcast(ctx, || super::api::AdminCmd::Unsubscribe {
+        user: user.clone(),
+        channel: channel.clone(),
+    })
+    .await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"user": &*user, "channel": &*channel, "unsubscribed": n}),
+    )
+}
+
+/// `GET /api/channels?limit=N`: active channels on this node with subscriber counts, most
+/// first (default 100, at most 1,000).
+async fn api_channels(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, req) {
+        return r;
+    }
+    let limit = query_param(req, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let snaps = status::gather(ctx, limit).await;
+    let m = crate::metrics::merge(&snaps);
+    let channels: Vec<_> = m
+        .top_channels
+        .iter()
+        .take(limit)
+        .map(|(c, n)| serde_json::json!({"channel": &**c, "subscribers": n}))
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"channels": channels, "total": m.channels}),
+    )
+}
+
+/// `GET /api/history?channel=C&since=S&limit=N`: the channel's events retained on this node
+/// after `since` (default 0), oldest first, at most `limit` (default 100, at most 1,000).
+async fn api_history(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, req) {
+        return r;
+    }
+    let Some(channel) = query_param(req, "channel").map(handshake::percent_decode) else {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "give ?channel=");
+    };
+    if let Err(e) = crate::protocol::names::check_channel(&channel) {
+        return json_error(StatusCode::BAD_REQUEST, "bad_channel", &e.to_string());
+    }
+    let num = |k: &str, default: u64| -> Option<u64> {
+        match query_param(req, k) {
+            None => Some(default),
+            Some(v) => v.parse().ok(),
+        }
+    };
+    let (Some(since), Some(limit)) = (num("since", 0), num("limit", 100)) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`since` and `limit` must be non-negative integers",
+        );
+    };
+    let limit = (limit as usize).clamp(1, super::api::MAX_HISTORY_LIMIT);
+    match super::api::history(ctx, &channel, since, limit).await {
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the channel's shard did not answer",
+        ),
+        Some(None) => json(
+            StatusCode::OK,
+            &serde_json::json!({"channel": channel, "seq": 0, "complete": since == 0, "events": []}),
+        ),
+        Some(Some(h)) => {
+            let events: Vec<serde_json::Value> = h
+                .events
+                .iter()
+                .map(|e| {
+                    let data: serde_json::Value =
+                        serde_json::from_slice(&e.data).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({"seq": e.seq, "ts": e.ts, "event": &*e.event, "data": data})
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"channel": channel, "seq": h.seq, "complete": h.complete, "events": events}),
+            )
+        }
+    }
 }

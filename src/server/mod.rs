@@ -1,6 +1,7 @@
 //! The server layer: sockets, HTTP, the connection loop, what client ops mean (`ops`, shared
 //! by WebSocket and HTTP publish) and the thread-per-core runtime. Everything that touches the network lives here; the engine and protocol layers are pure.
 
+pub mod api;
 pub mod assets;
 pub mod conn;
 pub mod demo;

@@ -577,6 +577,17 @@ async fn driver(ctx: Rc<ShardCtx>) {
                         ShardMsg::Subscribers { channel, reply } => {
                             let _ = reply.send(ctx.shard.borrow().subscribers(&channel));
                         }
+                        ShardMsg::Admin { cmd, reply } => {
+                            let _ = reply.send(super::api::apply(&ctx, cmd));
+                        }
+                        ShardMsg::History {
+                            channel,
+                            since,
+                            limit,
+                            reply,
+                        } => {
+                            let _ = reply.send(ctx.shard.borrow().history(&channel, since, limit));
+                        }
                     }
                 }
                 ctx.shard.borrow_mut().commit();

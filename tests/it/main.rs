@@ -10,6 +10,7 @@ mod lifecycle;
 mod namespaces;
 mod ops;
 mod props;
+mod server_api;
 mod slow;
 mod util;
 mod walkthroughs;
