@@ -100,6 +100,8 @@ pub struct HooksConfig {
     pub breaker_cooldown: Duration,
     /// `subscribe_hook` URL per namespace pattern (namespaces with `access = "hook"`).
     pub subscribe: Vec<(String, Arc<str>)>,
+    /// `connect_url`: the backend that checks `{"op":"auth","data":{...}}` credentials.
+    pub connect: Option<Arc<str>>,
 }
 
 impl Default for HooksConfig {
@@ -111,6 +113,7 @@ impl Default for HooksConfig {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(5),
             subscribe: Vec::new(),
+            connect: None,
         }
     }
 }
@@ -566,6 +569,8 @@ pub struct RawHooks {
     pub breaker_failures: u32,
     /// `breaker_cooldown_ms`.
     pub breaker_cooldown_ms: u64,
+    /// `connect_url`; empty for none.
+    pub connect_url: String,
 }
 
 fn default_history() -> usize {
@@ -672,6 +677,7 @@ impl Default for RawConfig {
                 cache_ttl_ms: c.hooks.cache_ttl.as_millis() as u64,
                 breaker_failures: c.hooks.breaker_failures,
                 breaker_cooldown_ms: c.hooks.breaker_cooldown.as_millis() as u64,
+                connect_url: String::new(),
             },
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
@@ -814,6 +820,11 @@ impl RawConfig {
         if self.hooks.timeout_ms == 0 {
             return Err(invalid("hooks.timeout_ms", "must be at least 1"));
         }
+        if !self.hooks.connect_url.is_empty()
+            && crate::server::hooks::split_url(&self.hooks.connect_url).is_none()
+        {
+            return Err(invalid("hooks.connect_url", "an http://host:port/path URL"));
+        }
         if self.hooks.max_in_flight == 0 {
             return Err(invalid("hooks.max_in_flight", "must be at least 1"));
         }
@@ -923,6 +934,8 @@ impl RawConfig {
                 breaker_failures: self.hooks.breaker_failures,
                 breaker_cooldown: Duration::from_millis(self.hooks.breaker_cooldown_ms),
                 subscribe: subscribe_hooks,
+                connect: (!self.hooks.connect_url.is_empty())
+                    .then(|| Arc::from(self.hooks.connect_url.as_str())),
             },
         };
         cfg.validate()?;

@@ -314,7 +314,7 @@ pub fn start(
             }
             if access.allow_anonymous {
                 peer.authed.set(true);
-            } else if ctx.shared.verifier.enabled() {
+            } else if ctx.shared.verifier.enabled() || cfg.hooks.connect.is_some() {
                 peer.set_auth_deadline(Some(now + access.auth_timeout));
             } else {
                 reject = Some((

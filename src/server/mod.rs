@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod conn;
+pub mod connect_hook;
 pub mod demo;
 pub mod handshake;
 pub mod hooks;

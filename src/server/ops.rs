@@ -156,7 +156,8 @@ pub fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
     if !admit_op(ctx, peer, &op) {
         return;
     }
-    if !peer.authed.get() && !matches!(op, Op::Auth { .. } | Op::Ping { .. }) {
+    if !peer.authed.get() && !matches!(op, Op::Auth { .. } | Op::AuthData { .. } | Op::Ping { .. })
+    {
         let msg = r#"authenticate first: {"op":"auth","token":"<JWT>"}"#;
         send_error(ctx, peer, op_id(&op), "unauthorized", None, msg);
         return;
@@ -180,6 +181,7 @@ pub fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
             send(ctx, peer, f);
         }
         Op::Auth { id, token } => authenticate(ctx, peer, id.as_ref(), &token),
+        Op::AuthData { id, data } => super::connect_hook::start(ctx, peer, id, data),
     }
 }
 
@@ -216,7 +218,8 @@ fn op_id(op: &Op) -> Option<&Id> {
         | Op::Unsubscribe { id, .. }
         | Op::Publish { id, .. }
         | Op::Ping { id }
-        | Op::Auth { id, .. } => id.as_ref(),
+        | Op::Auth { id, .. }
+        | Op::AuthData { id, .. } => id.as_ref(),
     }
 }
 
@@ -363,17 +366,17 @@ fn subscribe(
 }
 
 /// A subscribe whose access check passed (or is waiting for the backend).
-struct Pending {
-    id: Option<Id>,
-    policy: ChannelPolicy,
-    snapshot: bool,
-    since: Option<Since>,
-    max_hz: Option<f64>,
+pub(crate) struct Pending {
+    pub(crate) id: Option<Id>,
+    pub(crate) policy: ChannelPolicy,
+    pub(crate) snapshot: bool,
+    pub(crate) since: Option<Since>,
+    pub(crate) max_hz: Option<f64>,
 }
 
 /// The checks after access (`max_hz` fits the kind, the subscription cap), then the shard's
 /// subscribe.
-fn finish_subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, p: Pending) {
+pub(crate) fn finish_subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, p: Pending) {
     let name: &str = &channel;
     if p.max_hz.is_some() && p.policy.kind == ChannelKind::Stream {
         let msg = "max_hz applies to conflated channels only; stream channels deliver every event";

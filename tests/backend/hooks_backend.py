@@ -3,6 +3,8 @@
 Listens on 127.0.0.1 on a free port, prints the port on stdout, and answers:
   POST /subscribe  {"user","channel"} -> {"allow": bool, "reason"?}: seeds/001's ownership
                    check (user_owns_challenge) for challenge_{id} rooms
+  POST /connect    {"data": {"sessionID","userId"}} -> seeds/002's session check: the user,
+                   an expiry, and `user:{userId}` to join; or a refusal with a reason
   POST /slow       sleeps 3 s before answering (deadline tests)
   GET  /count      {"subscribe": n, ...}: calls received per path
 Only the standard library: started with `python3 tests/backend/hooks_backend.py`.
@@ -15,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # seeds/001: which user owns which challenge.
 OWNED = {"42": {"7"}, "43": {"8"}}
+# seeds/002: the sessions the HTTP login handed out.
+SESSIONS = {"s-123": "user-123", "s-456": "user-456"}
 COUNTS = {}
 LOCK = threading.Lock()
 
@@ -53,6 +57,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer({"allow": True})
             else:
                 self.answer({"allow": False, "reason": "Access denied"})
+        elif self.path == "/connect":
+            data = req.get("data") or {}
+            user = data.get("userId")
+            if SESSIONS.get(data.get("sessionID")) == user:
+                self.answer({"user": user, "exp": int(time.time()) + 3600,
+                             "subscribe": [f"user:{user}"]})
+            else:
+                self.answer({"user": None, "reason": "invalid session"})
         elif self.path == "/slow":
             time.sleep(3)
             self.answer({"allow": True})

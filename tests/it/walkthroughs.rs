@@ -203,3 +203,60 @@ async fn seed_004_topics() {
     assert_eq!(u42.expect_type("event").await["channel"], "user:42:orders");
     assert_eq!(ops.expect_type("event").await["channel"], "orders");
 }
+
+#[tokio::test]
+async fn seed_002_session_rooms() {
+    let backend = Backend::start();
+    let url = backend.url("/connect");
+    let text = doc("docs/examples/seed-002-session-rooms.toml");
+    assert!(doc("docs/walkthroughs/seed-002-session-rooms.md").contains(&text));
+    let mut raw = RawConfig::parse(
+        &text.replace("http://127.0.0.1:3000/quotecast/connect", &url),
+        "seed-002",
+    )
+    .unwrap();
+    raw.listen = "127.0.0.1:0".parse().unwrap();
+    raw.auth.api_keys = vec![API_KEY.into()];
+    let cfg = raw.into_config().unwrap();
+    let srv = TestServer::start(move |c| *c = cfg);
+    let mut c = Client::upgrade(srv.url("")).await;
+    c.expect_type("welcome").await;
+    c.send(json!({"op":"auth","id":1,"data":{"sessionID":"s-123","userId":"user-123"}}))
+        .await;
+    let a = c.expect_type("authenticated").await;
+    assert_eq!(
+        (a["id"].as_i64(), a["user"].as_str()),
+        (Some(1), Some("user-123"))
+    );
+    assert_eq!(
+        c.expect_type("subscribed").await["channel"],
+        "user:user-123"
+    );
+    assert_eq!(
+        answers(&mut c, &["user:user-456", "user:user-123x"]).await,
+        want(&[
+            ("user:user-123x", "forbidden"),
+            ("user:user-456", "forbidden")
+        ])
+    );
+    publish(&srv, "user:user-456", "trade_update").await;
+    publish(&srv, "user:user-123", "trade_update").await;
+    assert_eq!(c.expect_type("event").await["channel"], "user:user-123");
+    // A session that is not this user's: refused with the backend's reason.
+    let mut bad = Client::upgrade(srv.url("")).await;
+    bad.expect_type("welcome").await;
+    bad.send(json!({"op":"auth","data":{"sessionID":"s-123","userId":"user-456"}}))
+        .await;
+    let (_, closed) = bad.until_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "invalid session")
+    );
+    // Nothing before authenticating.
+    let mut early = Client::upgrade(srv.url("")).await;
+    early.expect_type("welcome").await;
+    early
+        .send(json!({"op":"subscribe","channels":["user:user-123"]}))
+        .await;
+    assert_eq!(early.expect_type("error").await["code"], "unauthorized");
+}
