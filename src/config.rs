@@ -82,6 +82,60 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Backend hooks (`[hooks]` and the namespaces' `subscribe_hook`). Default: none.
     pub hooks: HooksConfig,
+    /// Per-namespace op rate limits (`[[rate_limits]]`), in file order. Default: none.
+    pub rate_limits: Vec<OpLimit>,
+}
+
+/// Which op a [`OpLimit`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitedOp {
+    /// Each channel of a `subscribe` op.
+    Subscribe,
+    /// Each channel of an `unsubscribe` op.
+    Unsubscribe,
+    /// Each event of a WebSocket `publish` op.
+    Publish,
+}
+
+impl LimitedOp {
+    /// The op's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitedOp::Subscribe => "subscribe",
+            LimitedOp::Unsubscribe => "unsubscribe",
+            LimitedOp::Publish => "publish",
+        }
+    }
+}
+
+/// One `[[rate_limits]]` rule: at most `count` of `op` per `per` on each connection, for
+/// channels of the namespace `namespace` (every namespace when `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpLimit {
+    /// The op counted.
+    pub op: LimitedOp,
+    /// The `[[channels]]` pattern whose channels count, or all.
+    pub namespace: Option<String>,
+    /// How many.
+    pub count: u32,
+    /// Per this long.
+    pub per: Duration,
+}
+
+/// `[[rate_limits]]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpLimit {
+    /// `op`.
+    pub op: LimitedOp,
+    /// `namespace`: a `[[channels]]` pattern, as written there.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `count`.
+    pub count: u32,
+    /// `per_secs`.
+    pub per_secs: u64,
 }
 
 /// Backend hook settings (`[hooks]`), shared by every hook, and the namespaces' hook URLs.
@@ -156,6 +210,7 @@ impl Default for Config {
             log: LogConfig::default(),
             cluster: None,
             hooks: HooksConfig::default(),
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -413,6 +468,8 @@ pub struct RawConfig {
     pub cluster: RawCluster,
     /// `[hooks]`.
     pub hooks: RawHooks,
+    /// `[[rate_limits]]`: per-namespace op limits.
+    pub rate_limits: Vec<RawOpLimit>,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
 }
@@ -679,6 +736,7 @@ impl Default for RawConfig {
                 breaker_cooldown_ms: c.hooks.breaker_cooldown.as_millis() as u64,
                 connect_url: String::new(),
             },
+            rate_limits: Vec::new(),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
                 ch("quotes.**", Conflated, 1, Public),
@@ -825,6 +883,22 @@ impl RawConfig {
         {
             return Err(invalid("hooks.connect_url", "an http://host:port/path URL"));
         }
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            if r.count == 0 || r.per_secs == 0 {
+                return Err(invalid(
+                    &format!("rate_limits[{i}]"),
+                    "count and per_secs must be at least 1",
+                ));
+            }
+            if let Some(ns) = &r.namespace {
+                if !self.channels.iter().any(|c| &c.pattern == ns) {
+                    return Err(invalid(
+                        &format!("rate_limits[{i}].namespace"),
+                        format!("no [[channels]] pattern is `{ns}`"),
+                    ));
+                }
+            }
+        }
         if self.hooks.max_in_flight == 0 {
             return Err(invalid("hooks.max_in_flight", "must be at least 1"));
         }
@@ -937,6 +1011,16 @@ impl RawConfig {
                 connect: (!self.hooks.connect_url.is_empty())
                     .then(|| Arc::from(self.hooks.connect_url.as_str())),
             },
+            rate_limits: self
+                .rate_limits
+                .iter()
+                .map(|r| OpLimit {
+                    op: r.op,
+                    namespace: r.namespace.clone(),
+                    count: r.count,
+                    per: Duration::from_secs(r.per_secs),
+                })
+                .collect(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::auth::{can_subscribe, Denied, Identity, Role};
+use crate::config::LimitedOp;
 use crate::engine::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use crate::engine::shard::{Overloaded, PubReply};
 use crate::protocol::dialect::Reply;
@@ -291,6 +292,10 @@ fn subscribe(
             );
             continue;
         };
+        if let Err(msg) = op_limited(ctx, peer, LimitedOp::Subscribe, resolved.pattern) {
+            send_error(ctx, peer, id.as_ref(), "rate_limited", Some(&name), &msg);
+            continue;
+        }
         let denied = can_subscribe(&peer.identity.borrow(), &resolved, &name);
         let mut asks_backend = false;
         match denied {
@@ -490,12 +495,47 @@ fn ask_backend(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, url: Arc<
     });
 }
 
+/// Takes one token of every `[[rate_limits]]` rule for `op` on a channel of the namespace
+/// `pattern`; `Err` is the error message (code `rate_limited`). Rules are checked in file
+/// order; a refusal by a later rule leaves the earlier rules' tokens spent.
+fn op_limited(ctx: &ShardCtx, peer: &Peer, op: LimitedOp, pattern: &str) -> Result<(), String> {
+    let rules = &ctx.shared.config.rate_limits;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    for (i, r) in rules.iter().enumerate() {
+        if r.op != op || r.namespace.as_deref().is_some_and(|n| n != pattern) {
+            continue;
+        }
+        let rate = f64::from(r.count) / r.per.as_secs_f64();
+        if let Err(wait) = peer.take_op_limit(i, rate, f64::from(r.count), now) {
+            return Err(format!(
+                "at most {} {} per {} s in namespace `{}`; retry in {:.1} s",
+                r.count,
+                op.as_str(),
+                r.per.as_secs(),
+                r.namespace.as_deref().unwrap_or(pattern),
+                wait.as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `unsubscribe` op: answers with the channels that were subscribed.
 fn unsubscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, channels: &[String]) {
     let mut removed = Vec::new();
     {
-        let mut shard = ctx.shard.borrow_mut();
         for c in channels {
+            let pattern = ctx.shared.engine.rules.resolve(c).map(|r| r.pattern);
+            if let Some(p) = pattern {
+                if let Err(msg) = op_limited(ctx, peer, LimitedOp::Unsubscribe, p) {
+                    send_error(ctx, peer, id, "rate_limited", Some(c), &msg);
+                    continue;
+                }
+            }
+            let mut shard = ctx.shard.borrow_mut();
             if shard.unsubscribe(peer, c) {
                 removed.push(c.as_str());
             }
@@ -518,6 +558,24 @@ fn publish_op(
     events: Vec<PubEvent>,
     single: bool,
 ) {
+    if !ctx.shared.config.rate_limits.is_empty() {
+        for ev in &events {
+            let Some(r) = ctx.shared.engine.rules.resolve(&ev.channel) else {
+                continue; // refused below as unknown_channel
+            };
+            if let Err(msg) = op_limited(ctx, peer, LimitedOp::Publish, r.pattern) {
+                send_error(
+                    ctx,
+                    peer,
+                    id.as_ref(),
+                    "rate_limited",
+                    Some(&ev.channel),
+                    &msg,
+                );
+                return;
+            }
+        }
+    }
     let admitted = admit_publish(&ctx.shared.engine.rules, &peer.identity.borrow(), events);
     let admitted = match admitted {
         Ok(a) => a,

@@ -437,3 +437,60 @@ async fn demo_refuses_a_real_secret_and_its_tokens_are_described() {
     assert_eq!(st, 404);
     assert!(body.contains("demo users: "), "{body}");
 }
+
+/// `[[rate_limits]]`: subscribes in one namespace and publishes in another are limited per
+/// connection, with the channel and the wait in the error; other namespaces are not.
+#[tokio::test]
+async fn per_namespace_op_limits() {
+    let raw = RawConfig::parse(
+        "[[rate_limits]]\nop = \"subscribe\"\nnamespace = \"trades.**\"\ncount = 2\nper_secs = 60\n\n\
+         [[rate_limits]]\nop = \"publish\"\nnamespace = \"signals.**\"\ncount = 1\nper_secs = 60\n",
+        "limits",
+    )
+    .unwrap();
+    let limits = raw.into_config().unwrap().rate_limits;
+    let srv = TestServer::start(move |c| c.rate_limits = limits);
+    let mut c = Client::connect(&srv).await;
+    c.subscribe(&["trades.A", "trades.B"]).await;
+    c.send(json!({"op":"subscribe","id":3,"channels":["trades.C","quotes.C"]}))
+        .await;
+    let got = c.sync().await;
+    let err = got.iter().find(|v| v["type"] == "error").unwrap();
+    assert_eq!(
+        (err["code"].as_str(), err["channel"].as_str()),
+        (Some("rate_limited"), Some("trades.C"))
+    );
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("at most 2 subscribe per 60 s in namespace `trades.**`; retry in "),
+        "{msg}"
+    );
+    assert!(got
+        .iter()
+        .any(|v| v["type"] == "subscribed" && v["channel"] == "quotes.C"));
+    // Publishing: one per minute on signals.**, trades unaffected.
+    c.send(json!({"op":"publish","id":4,"channel":"signals.X","event":"e","data":1}))
+        .await;
+    c.expect_type("published").await;
+    c.send(json!({"op":"publish","id":5,"channel":"signals.X","event":"e","data":2}))
+        .await;
+    let e = c.expect_type("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_i64()),
+        (Some("rate_limited"), Some(5))
+    );
+    c.send(json!({"op":"publish","id":6,"channel":"trades.X","event":"e","data":3}))
+        .await;
+    c.expect_type("published").await;
+    // A rule naming no namespace of the configuration is refused at start.
+    let bad = RawConfig::parse(
+        "[[rate_limits]]\nop = \"subscribe\"\nnamespace = \"nope.*\"\ncount = 1\nper_secs = 1\n",
+        "bad",
+    )
+    .unwrap();
+    assert!(bad
+        .into_config()
+        .unwrap_err()
+        .to_string()
+        .contains("rate_limits[0].namespace"));
+}
