@@ -156,6 +156,8 @@ pub struct HooksConfig {
     pub subscribe: Vec<(String, Arc<str>)>,
     /// `connect_url`: the backend that checks `{"op":"auth","data":{...}}` credentials.
     pub connect: Option<Arc<str>>,
+    /// `rpc_url`: the backend that answers client ops the server does not know.
+    pub rpc: Option<Arc<str>>,
 }
 
 impl Default for HooksConfig {
@@ -168,6 +170,7 @@ impl Default for HooksConfig {
             breaker_cooldown: Duration::from_secs(5),
             subscribe: Vec::new(),
             connect: None,
+            rpc: None,
         }
     }
 }
@@ -628,6 +631,8 @@ pub struct RawHooks {
     pub breaker_cooldown_ms: u64,
     /// `connect_url`; empty for none.
     pub connect_url: String,
+    /// `rpc_url`; empty for none.
+    pub rpc_url: String,
 }
 
 fn default_history() -> usize {
@@ -735,6 +740,7 @@ impl Default for RawConfig {
                 breaker_failures: c.hooks.breaker_failures,
                 breaker_cooldown_ms: c.hooks.breaker_cooldown.as_millis() as u64,
                 connect_url: String::new(),
+                rpc_url: String::new(),
             },
             rate_limits: Vec::new(),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
@@ -878,10 +884,13 @@ impl RawConfig {
         if self.hooks.timeout_ms == 0 {
             return Err(invalid("hooks.timeout_ms", "must be at least 1"));
         }
-        if !self.hooks.connect_url.is_empty()
-            && crate::server::hooks::split_url(&self.hooks.connect_url).is_none()
-        {
-            return Err(invalid("hooks.connect_url", "an http://host:port/path URL"));
+        for (key, url) in [
+            ("hooks.connect_url", &self.hooks.connect_url),
+            ("hooks.rpc_url", &self.hooks.rpc_url),
+        ] {
+            if !url.is_empty() && crate::server::hooks::split_url(url).is_none() {
+                return Err(invalid(key, "an http://host:port/path URL"));
+            }
         }
         for (i, r) in self.rate_limits.iter().enumerate() {
             if r.count == 0 || r.per_secs == 0 {
@@ -1010,6 +1019,8 @@ impl RawConfig {
                 subscribe: subscribe_hooks,
                 connect: (!self.hooks.connect_url.is_empty())
                     .then(|| Arc::from(self.hooks.connect_url.as_str())),
+                rpc: (!self.hooks.rpc_url.is_empty())
+                    .then(|| Arc::from(self.hooks.rpc_url.as_str())),
             },
             rate_limits: self
                 .rate_limits

@@ -303,6 +303,26 @@ fn protocol_close(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, code: CloseCode, reason: 
     ctx.shard.borrow_mut().close_peer(peer, code, &text, false);
 }
 
+/// Parses an op and answers it; an op the server does not know goes to the rpc hook when
+/// one is configured (`unknown_op` otherwise).
+fn dispatch(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, binary: bool, payload: &[u8]) {
+    let parsed = peer.format.parse_op(binary, payload);
+    if let Err((_, crate::protocol::op::OpError::UnknownOp(_))) = &parsed {
+        if ctx.shared.config.hooks.rpc.is_some() {
+            let value = if binary {
+                rmp_serde::from_slice::<serde_json::Value>(payload).ok()
+            } else {
+                serde_json::from_slice::<serde_json::Value>(payload).ok()
+            };
+            if let Some(serde_json::Value::Object(op)) = value {
+                super::rpc_hook::start(ctx, peer, op);
+                return;
+            }
+        }
+    }
+    ops::handle(ctx, peer, parsed)
+}
+
 /// One decoded message: ops (text frames read as JSON, binary frames as MessagePack) go to
 /// [`ops::handle`]; control frames and oversized messages are answered here. False once the
 /// connection is closing, so the decoder stops.
@@ -311,8 +331,8 @@ fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool
         return false;
     }
     match msg {
-        Message::Text(t) => ops::handle(ctx, peer, peer.format.parse_op(false, t)),
-        Message::Binary(b) => ops::handle(ctx, peer, peer.format.parse_op(true, b)),
+        Message::Text(t) => dispatch(ctx, peer, false, t),
+        Message::Binary(b) => dispatch(ctx, peer, true, b),
         Message::Ping(p) => {
             peer.out.borrow_mut().push_control(frame(OpCode::Pong, p));
             ctx.shard.borrow_mut().mark_dirty(peer);

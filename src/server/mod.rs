@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod http;
 pub mod ops;
 pub mod peer;
+pub mod rpc_hook;
 pub mod runtime;
 pub mod status;
 

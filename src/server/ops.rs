@@ -226,6 +226,12 @@ fn op_id(op: &Op) -> Option<&Id> {
 
 /// Applies the per-connection op rate limit; false when the op must be refused.
 fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
+    admit(ctx, peer, op_id(op))
+}
+
+/// The per-connection op rate limit (see `[limits] ops_per_sec`): false when the op must be
+/// dropped (an error or the 4029 close was queued).
+pub(crate) fn admit(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>) -> bool {
     let now = Instant::now();
     peer.last_op.set(now);
     let allowed = match peer.bucket.borrow_mut().as_mut() {
@@ -252,7 +258,7 @@ fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
             "at most {} ops per second (burst {}); op dropped",
             access.ops_per_sec, access.ops_burst
         );
-        send_error(ctx, peer, op_id(op), "rate_limited", None, &msg);
+        send_error(ctx, peer, id, "rate_limited", None, &msg);
     }
     false
 }

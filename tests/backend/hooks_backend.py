@@ -5,6 +5,8 @@ Listens on 127.0.0.1 on a free port, prints the port on stdout, and answers:
                    check (user_owns_challenge) for challenge_{id} rooms
   POST /connect    {"data": {"sessionID","userId"}} -> seeds/002's session check: the user,
                    an expiry, and `user:{userId}` to join; or a refusal with a reason
+  POST /rpc        {"user","op","params"} -> join_challenge / leave_challenge as seeds/001's
+                   socket handlers: subscribe or unsubscribe challenge_{id}, or refuse
   POST /slow       sleeps 3 s before answering (deadline tests)
   GET  /count      {"subscribe": n, ...}: calls received per path
 Only the standard library: started with `python3 tests/backend/hooks_backend.py`.
@@ -65,6 +67,18 @@ class Handler(BaseHTTPRequestHandler):
                              "subscribe": [f"user:{user}"]})
             else:
                 self.answer({"user": None, "reason": "invalid session"})
+        elif self.path == "/rpc":
+            user, op, params = req.get("user"), req.get("op"), req.get("params") or {}
+            cid = str(params.get("challenge_id"))
+            if op == "join_challenge":
+                if cid in OWNED.get(user, set()):
+                    self.answer({"result": {"joined": cid}, "subscribe": [f"challenge_{cid}"]})
+                else:
+                    self.answer({"error": {"code": "forbidden", "message": "Access denied"}})
+            elif op == "leave_challenge":
+                self.answer({"result": None, "unsubscribe": [f"challenge_{cid}"]})
+            else:
+                self.answer({"error": {"code": "unknown", "message": f"no op {op}"}})
         elif self.path == "/slow":
             time.sleep(3)
             self.answer({"allow": True})

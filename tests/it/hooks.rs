@@ -259,3 +259,67 @@ async fn a_slow_backend_times_out_without_stalling_the_shard() {
         )
     );
 }
+
+/// seeds/001's `join_challenge` as a client op the server forwards to the rpc hook: the
+/// backend's answer reaches the client and subscribes (or unsubscribes) the connection.
+#[tokio::test]
+async fn the_rpc_hook_forwards_unknown_ops_and_applies_the_answer() {
+    let backend = Backend::start();
+    let rpc: Arc<str> = backend.url("/rpc").into();
+    let srv = TestServer::start(move |c: &mut Config| {
+        let mut a = AccessConfig {
+            api_keys: vec![API_KEY.into()],
+            ..AccessConfig::default()
+        };
+        a.jwt.hs256_secret = Some(SECRET.as_bytes().to_vec());
+        c.access = a;
+        // Only the backend opens challenge rooms: no token grants them, so a direct
+        // subscribe is forbidden.
+        c.rules = ChannelRules::new(vec![ChannelRule::new(
+            "challenge_{id}",
+            ChannelPolicy::stream(100).with_access(ChannelAccess::Grant),
+        )
+        .unwrap()]);
+        c.hooks.rpc = Some(rpc);
+    });
+    let mut c = connect(&srv, "42").await;
+    assert_eq!(join(&mut c, "challenge_7").await.0, "forbidden");
+    c.send(json!({"op":"join_challenge","id":7,"challenge_id":7}))
+        .await;
+    let r = c.expect_type("rpc").await;
+    assert_eq!(
+        r,
+        json!({"type":"rpc","id":7,"op":"join_challenge","result":{"joined":"7"}})
+    );
+    assert_eq!(c.expect_type("subscribed").await["channel"], "challenge_7");
+    c.send(json!({"op":"join_challenge","id":8,"challenge_id":8}))
+        .await;
+    let e = c.expect_type("error").await;
+    assert_eq!(
+        (e["id"].as_i64(), e["code"].as_str(), e["message"].as_str()),
+        (Some(8), Some("forbidden"), Some("Access denied"))
+    );
+    publish(&srv, "challenge_7", 1).await;
+    assert_eq!(c.expect_type("event").await["channel"], "challenge_7");
+    c.send(json!({"op":"leave_challenge","id":9,"challenge_id":7}))
+        .await;
+    assert_eq!(
+        c.expect_type("unsubscribed").await["channels"],
+        json!(["challenge_7"])
+    );
+    assert_eq!(c.expect_type("rpc").await["id"], 9);
+    c.send(json!({"op":"teleport","id":10})).await;
+    let e = c.expect_type("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["message"].as_str()),
+        (Some("rpc_unknown"), Some("no op teleport"))
+    );
+    // Before authenticating: refused without asking the backend.
+    let calls = backend.count("rpc").await;
+    let mut anon = Client::upgrade(srv.url("")).await;
+    anon.expect_type("welcome").await;
+    anon.send(json!({"op":"join_challenge","id":1,"challenge_id":7}))
+        .await;
+    assert_eq!(anon.expect_type("error").await["code"], "unauthorized");
+    assert_eq!(backend.count("rpc").await, calls);
+}
