@@ -1,14 +1,16 @@
 //! The connect hook (server layer): a client authenticates with credentials only the
 //! application's backend can check, `{"op":"auth","id":1,"data":{...}}` (seeds/002's
-//! `{"sessionID","userId"}`). The data goes to `[hooks] connect_url` as
-//! `{"data":{...},"conn_id":"..."}`; the backend answers who the user is and what the
-//! connection gets:
+//! `{"sessionID","userId"}`), or the session cookie of its upgrade request. The data goes to
+//! `[hooks] connect_url` as `{"data":{...},"cookie":null,"conn_id":"..."}` (or
+//! `{"data":null,"cookie":"sid=...",...}` right after the upgrade of a connection without a
+//! token); the backend answers who the user is and what the connection gets:
 //!
 //! ```json
 //! {"user":"42","exp":1732383600,"role":"subscriber","channels":["strategy:9"],"subscribe":["user:42"]}
 //! ```
 //!
-//! or `{"user":null,"reason":"session expired"}` to refuse (close 4001 with the reason).
+//! or `{"user":null,"reason":"session expired"}` to refuse (close 4001 with the reason; a
+//! refused cookie closes nothing: the client may still authenticate otherwise).
 //! The call runs as a task on the shard; the answer is applied there (see [`super::hooks`]).
 
 use std::rc::Rc;
@@ -34,7 +36,7 @@ pub const MAX_AUTO_SUBSCRIBE: usize = 64;
 
 /// Handles `{"op":"auth","data":...}`: asks the connect hook, then applies its answer.
 pub(crate) fn start(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, data: Bytes) {
-    let Some(url) = ctx.shared.config.hooks.connect.clone() else {
+    if ctx.shared.config.hooks.connect.is_none() {
         let msg = "this server has no connect hook: authenticate with a token";
         send_error(ctx, peer, id.as_ref(), "unsupported", None, msg);
         return;
@@ -44,11 +46,31 @@ pub(crate) fn start(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, data: B
         send_error(ctx, peer, id.as_ref(), "bad_request", None, msg);
         return;
     }
+    let payload: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
+    ask(ctx, peer, id, payload, None);
+}
+
+/// Asks the connect hook about `data` (an `auth` op's) or `cookie` (the upgrade request's
+/// `Cookie` header, for a connection without a token) and applies the answer.
+pub(crate) fn ask(
+    ctx: &Rc<ShardCtx>,
+    peer: &Rc<Peer>,
+    id: Option<Id>,
+    data: Value,
+    cookie: Option<String>,
+) {
+    let Some(url) = ctx.shared.config.hooks.connect.clone() else {
+        return;
+    };
+    let cookie_path = cookie.is_some();
     let ctx = ctx.clone();
     let peer = peer.clone();
     tokio::task::spawn_local(async move {
-        let payload: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
-        let body = serde_json::json!({"data": payload, "conn_id": peer.conn_id().to_string()});
+        let body = serde_json::json!({
+            "data": data,
+            "cookie": cookie,
+            "conn_id": peer.conn_id().to_string(),
+        });
         let hooks = &ctx.shared.config.hooks;
         let result = ctx
             .hooks
@@ -58,9 +80,12 @@ pub(crate) fn start(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, data: B
             return;
         }
         ctx.shard.borrow_mut().tick();
+        let from_cookie = cookie_path;
         match result {
-            Ok(answer) => apply(&ctx, &peer, id, &answer),
-            // The connection may retry within its auth deadline.
+            Ok(answer) => apply(&ctx, &peer, id, &answer, from_cookie),
+            // The connection may retry within its auth deadline (or, after a cookie, use
+            // a token or `auth` data).
+            Err(_) if from_cookie => {}
             Err(e) => send_error(
                 &ctx,
                 &peer,
@@ -89,7 +114,13 @@ fn user_of(answer: &Value) -> Option<String> {
     ok.then_some(u)
 }
 
-fn refuse(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, reason: &str) {
+fn refuse(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, reason: &str, from_cookie: bool) {
+    if from_cookie {
+        // A browser sends whatever cookies it has: one the backend does not know is no
+        // reason to close; the client may still authenticate with a token or `auth` data.
+        tracing::debug!(conn = %peer.conn_id(), reason, "connect hook did not accept the cookie");
+        return;
+    }
     ctx.shard.borrow_mut().stats.auth_failures.auth_op += 1;
     tracing::info!(conn = %peer.conn_id(), reason, "connect hook refused the credentials");
     ctx.shard
@@ -98,20 +129,27 @@ fn refuse(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, reason: &str) {
 }
 
 /// Applies the backend's answer: the identity, the `authenticated` reply, the channels.
-fn apply(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, answer: &Value) {
+fn apply(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, answer: &Value, from_cookie: bool) {
     let Some(user) = user_of(answer) else {
         let reason = answer
             .get("reason")
             .and_then(Value::as_str)
             .unwrap_or("the backend refused the credentials");
         let reason: String = reason.chars().take(100).collect();
-        refuse(ctx, peer, &reason);
+        refuse(ctx, peer, &reason, from_cookie);
         return;
     };
     let role = match answer.get("role").and_then(Value::as_str) {
         None | Some("subscriber") => Role::Subscriber,
         Some("publisher") => Role::Publisher,
-        Some(_) => return refuse(ctx, peer, "the backend answered an unknown role"),
+        Some(_) => {
+            return refuse(
+                ctx,
+                peer,
+                "the backend answered an unknown role",
+                from_cookie,
+            )
+        }
     };
     let exp = answer.get("exp").and_then(Value::as_u64);
     let list = |k: &str| -> Vec<String> {
@@ -129,7 +167,7 @@ fn apply(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, answer: &Value) {
     for g in list("channels").iter().take(64) {
         match ChannelRule::grant(g, &user) {
             Ok(r) => grants.push(r),
-            Err(e) => return refuse(ctx, peer, &format!("backend grant: {e}")),
+            Err(e) => return refuse(ctx, peer, &format!("backend grant: {e}"), from_cookie),
         }
     }
     let user: Arc<str> = Arc::from(user);

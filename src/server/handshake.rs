@@ -115,6 +115,8 @@ pub struct UpgradeReq {
     pub token: Result<Option<String>, &'static str>,
     /// `Origin`, if sent.
     pub origin: Option<String>,
+    /// `Cookie`, if sent (forwarded to the connect hook).
+    pub cookie: Option<String>,
 }
 
 impl std::fmt::Debug for UpgradeReq {
@@ -146,12 +148,14 @@ fn classify(req: &httparse::Request<'_, '_>) -> Option<UpgradeReq> {
     let bearer = header(req, "authorization").find_map(bearer_token);
     let token = pick_token(query_param(query, "token"), bearer);
     let origin = header(req, "origin").next().map(|o| o.trim().to_string());
+    let cookie = header(req, "cookie").next().map(|c| c.trim().to_string());
     match (is_upgrade, version_ok, key, format) {
         (true, true, Some(key), Some(format)) => Some(UpgradeReq {
             key,
             format,
             token,
             origin,
+            cookie,
         }),
         // Not an upgrade, or a faulty one: hyper's handler gives the precise answer.
         _ => None,
@@ -250,7 +254,9 @@ async fn upgrade(
     }
     let leftover = Bytes::from(buf.split_off(head_len));
     drop(buf);
-    start(ctx, stream, guard, leftover, req.format, req.token);
+    start(
+        ctx, stream, guard, leftover, req.format, req.token, req.cookie,
+    );
 }
 
 /// Starts serving an upgraded WebSocket: checks its token (if any), takes its user's
@@ -263,6 +269,7 @@ pub fn start(
     leftover: Bytes,
     format: Format,
     token: Result<Option<String>, &'static str>,
+    cookie: Option<String>,
 ) {
     let cfg = &ctx.shared.config;
     let access = &cfg.access;
@@ -328,7 +335,13 @@ pub fn start(
         *peer.bucket.borrow_mut() =
             Some(TokenBucket::new(access.ops_per_sec, access.ops_burst, now));
     }
+    // A connection without a token whose request carried a cookie: the connect hook may know
+    // the session (answered after the welcome, like an `auth` op with data).
+    let ask_backend = reject.is_none() && !peer.authed.get() && cfg.hooks.connect.is_some();
     let remote = conn::open(&ctx, &peer, leftover, reject);
+    if let (true, Some(c)) = (ask_backend, cookie) {
+        super::connect_hook::ask(&ctx, &peer, None, serde_json::Value::Null, Some(c));
+    }
     tokio::task::spawn_local(async move {
         conn::serve(ctx, peer, remote).await;
         drop(guard);

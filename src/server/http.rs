@@ -221,6 +221,11 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         .find_map(handshake::bearer_token);
     // Picked the same way as on the fast upgrade path (`handshake::classify`).
     let token = handshake::pick_token(query_param(&req, "token"), bearer);
+    let cookie = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.trim().to_string());
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
     tokio::task::spawn_local(async move {
@@ -246,7 +251,15 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
             .open_sockets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let guard = ctx.connection_guard();
-        handshake::start(ctx, stream, guard, Bytes::from(leftover), format, token);
+        handshake::start(
+            ctx,
+            stream,
+            guard,
+            Bytes::from(leftover),
+            format,
+            token,
+            cookie,
+        );
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -3,7 +3,8 @@
 Listens on 127.0.0.1 on a free port, prints the port on stdout, and answers:
   POST /subscribe  {"user","channel"} -> {"allow": bool, "reason"?}: seeds/001's ownership
                    check (user_owns_challenge) for challenge_{id} rooms
-  POST /connect    {"data": {"sessionID","userId"}} -> seeds/002's session check: the user,
+  POST /connect    {"data": {"sessionID","userId"}} or {"cookie": "sid=..."} -> seeds/002's
+                   session check: the user,
                    an expiry, and `user:{userId}` to join; or a refusal with a reason
   POST /rpc        {"user","op","params"} -> join_challenge / leave_challenge as seeds/001's
                    socket handlers: subscribe or unsubscribe challenge_{id}, or refuse
@@ -62,7 +63,13 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/connect":
             data = req.get("data") or {}
             user = data.get("userId")
-            if SESSIONS.get(data.get("sessionID")) == user:
+            cookies = dict(
+                c.strip().split("=", 1) for c in (req.get("cookie") or "").split(";") if "=" in c
+            )
+            if "sid" in cookies and cookies["sid"] in SESSIONS:
+                user = SESSIONS[cookies["sid"]]
+                self.answer({"user": user, "subscribe": [f"user:{user}"]})
+            elif SESSIONS.get(data.get("sessionID")) == user:
                 self.answer({"user": user, "exp": int(time.time()) + 3600,
                              "subscribe": [f"user:{user}"]})
             else:

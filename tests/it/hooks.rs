@@ -323,3 +323,46 @@ async fn the_rpc_hook_forwards_unknown_ops_and_applies_the_answer() {
     assert_eq!(anon.expect_type("error").await["code"], "unauthorized");
     assert_eq!(backend.count("rpc").await, calls);
 }
+
+/// The connect hook also gets the upgrade request's cookie: a browser with a session
+/// cookie is authenticated (and subscribed) without sending anything; an unknown cookie
+/// closes nothing and the client can still authenticate with `auth` data.
+#[tokio::test]
+async fn the_connect_hook_authenticates_a_session_cookie() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let backend = Backend::start();
+    let url: Arc<str> = backend.url("/connect").into();
+    let srv = TestServer::start(move |c: &mut Config| {
+        c.access = AccessConfig::default();
+        c.rules = ChannelRules::new(vec![ChannelRule::new(
+            "user:{user}",
+            ChannelPolicy::stream(10).with_access(ChannelAccess::Owner),
+        )
+        .unwrap()]);
+        c.hooks.connect = Some(url);
+    });
+    let mut req = srv.url("").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Cookie", "theme=dark; sid=s-123".parse().unwrap());
+    let mut c = Client::upgrade(req).await;
+    c.expect_type("welcome").await;
+    assert_eq!(c.expect_type("authenticated").await["user"], "user-123");
+    assert_eq!(
+        c.expect_type("subscribed").await["channel"],
+        "user:user-123"
+    );
+    let mut req = srv.url("").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Cookie", "sid=nope".parse().unwrap());
+    let mut d = Client::upgrade(req).await;
+    d.expect_type("welcome").await;
+    // The refused cookie's answer has come back (the backend counted it) and closed nothing.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while backend.count("connect").await < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    d.send(json!({"op":"auth","id":1,"data":{"sessionID":"s-456","userId":"user-456"}}))
+        .await;
+    assert_eq!(d.expect_type("authenticated").await["user"], "user-456");
+}
