@@ -494,3 +494,46 @@ async fn per_namespace_op_limits() {
         .to_string()
         .contains("rate_limits[0].namespace"));
 }
+
+/// `quotecast channels explain` and the start-up log of namespaces, from the real binary.
+#[tokio::test]
+async fn channels_explain_and_the_namespace_log() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_quotecast"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["channels", "explain", "user.42.orders", "--user", "43"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("pattern \"user.{user}.**\"") && text.contains("user 43:   no (forbidden)"),
+        "{text}"
+    );
+    let out = run(&["channels", "explain", "private-App.Models.User.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unknown_channel"));
+    let out = run(&["config", "--print-default"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pattern = \"**\"") && text.contains("DELIBERATELY"),
+        "catch-all how-to"
+    );
+    // The server names every namespace with who may subscribe and publish when it starts.
+    let log = std::env::temp_dir().join(format!("qc-ns-log-{}", std::process::id()));
+    let mut cmd = ServerProcess::command(&["serve", "--listen", "127.0.0.1:0", "--shards", "1"]);
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let srv = ServerProcess::start(&mut cmd);
+    let (st, _) = http(srv.addr, "GET", "/health", "").await;
+    assert_eq!(st, 200);
+    drop(srv);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("namespace #5: user.{user}.** (stream, history 1000): subscribe: only the user whose id fills {user}"),
+        "{text}"
+    );
+    assert!(text.contains("publish: a token with role publisher or admin, or an API key"));
+    assert!(text.contains("a channel name no namespace matches is refused (unknown_channel)"));
+}
