@@ -29,6 +29,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 # (Any system-wide Redis the package starts is not used: each test runs its own.)
+# The backend-hook tests start a small standard-library Python backend (tests/backend/).
+if ! command -v python3 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3
+  else
+    sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y python3
+  fi
+fi
 cargo test --workspace --locked
 
 echo "== fuzz every untrusted-input parser (FUZZ_SECONDS each)"

@@ -36,6 +36,9 @@ pub struct Identity {
     pub grants: Vec<ChannelRule>,
     /// Token expiry (seconds since the Unix epoch), if authenticated.
     pub exp: Option<u64>,
+    /// A token with `"role":"admin"`: publishes, and may use the server API (presence,
+    /// private channel names in `/ws/status`, ...) like an API key.
+    pub admin: bool,
 }
 
 impl Identity {
@@ -46,21 +49,22 @@ impl Identity {
             role,
             grants: Vec::new(),
             exp: None,
+            admin: false,
         }
     }
 }
 
 pub use crate::engine::channel::ChannelAccess;
 
-/// Claims quotecast reads from a token.
+/// Claims quotecast reads from a token; the user and grant claims are looked up by the
+/// configured names ([`JwtConfig::user_claim`], [`JwtConfig::grants_claim`]).
 #[derive(Debug, Deserialize)]
 struct Claims {
-    sub: String,
     exp: u64,
     #[serde(default)]
     role: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a token was refused: the text is safe to log and to send (it never contains the
@@ -112,7 +116,7 @@ impl std::fmt::Debug for Key {
 }
 
 /// Token verification settings. `Debug` redacts the secret.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct JwtConfig {
     /// HS256 shared secret.
     pub hs256_secret: Option<Vec<u8>>,
@@ -124,8 +128,34 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// Required `aud`, if set.
     pub audience: Option<String>,
-    /// Clock skew allowed on `exp`/`nbf`, seconds. Default 5.
+    /// Clock skew allowed on `exp`/`nbf`, seconds. Default 5. A token expired by less than
+    /// this is accepted; the connection is then closed (4001) at the next expiry sweep.
     pub leeway_secs: u64,
+    /// The claim naming the user: `sub` (default), or e.g. `user_id` for tokens minted like
+    /// seeds/001's. A string, or a non-negative integer (taken as its decimal text).
+    pub user_claim: String,
+    /// The claim holding channel grants (a list of patterns): `channels` by default.
+    pub grants_claim: String,
+}
+
+/// The default user claim.
+pub const DEFAULT_USER_CLAIM: &str = "sub";
+/// The default grants claim.
+pub const DEFAULT_GRANTS_CLAIM: &str = "channels";
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret: None,
+            rs256_public_pem: None,
+            es256_public_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+            user_claim: DEFAULT_USER_CLAIM.into(),
+            grants_claim: DEFAULT_GRANTS_CLAIM.into(),
+        }
+    }
 }
 
 impl std::fmt::Debug for JwtConfig {
@@ -140,6 +170,8 @@ impl std::fmt::Debug for JwtConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
+            .field("user_claim", &self.user_claim)
+            .field("grants_claim", &self.grants_claim)
             .finish()
     }
 }
@@ -159,6 +191,8 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    user_claim: String,
+    grants_claim: String,
 }
 
 impl Verifier {
@@ -196,6 +230,8 @@ impl Verifier {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway_secs,
+            user_claim: cfg.user_claim.clone(),
+            grants_claim: cfg.grants_claim.clone(),
         })
     }
 
@@ -225,7 +261,11 @@ impl Verifier {
         let mut v = Validation::new(key.alg);
         v.leeway = self.leeway;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        if self.user_claim == "sub" {
+            v.set_required_spec_claims(&["exp", "sub"]);
+        } else {
+            v.set_required_spec_claims(&["exp"]);
+        }
         match &self.audience {
             Some(a) => v.set_audience(&[a]),
             None => v.validate_aud = false,
@@ -243,42 +283,61 @@ impl Verifier {
             ErrorKind::Json(e) => AuthError::Claims(e.to_string()),
             _ => AuthError::Malformed,
         })?;
-        let c = data.claims;
-        if c.sub.is_empty()
-            || c.sub.len() > 64
-            || !c
-                .sub
+        let mut c = data.claims;
+        let claim = &self.user_claim;
+        let sub = match c.rest.remove(claim) {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) if n.is_u64() => n.to_string(),
+            Some(_) => {
+                return Err(AuthError::Claims(format!(
+                    "`{claim}` must be a string or a non-negative integer"
+                )))
+            }
+            None => return Err(AuthError::Claims(format!("missing `{claim}`"))),
+        };
+        if sub.is_empty()
+            || sub.len() > 64
+            || !sub
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-:@".contains(&b))
         {
-            return Err(AuthError::Claims(
-                "`sub` must be 1-64 characters of A-Z a-z 0-9 _ - : @".into(),
-            ));
+            return Err(AuthError::Claims(format!(
+                "`{claim}` must be 1-64 characters of A-Z a-z 0-9 _ - : @"
+            )));
         }
-        let role = match c.role.as_deref() {
-            None | Some("subscriber") => Role::Subscriber,
-            Some("publisher") => Role::Publisher,
+        let (role, admin) = match c.role.as_deref() {
+            None | Some("subscriber") => (Role::Subscriber, false),
+            Some("publisher") => (Role::Publisher, false),
+            Some("admin") => (Role::Publisher, true),
             Some(_) => {
                 return Err(AuthError::Claims(
-                    "`role` must be subscriber or publisher".into(),
+                    "`role` must be subscriber, publisher or admin".into(),
                 ))
             }
         };
-        if c.channels.len() > 64 {
-            return Err(AuthError::Claims("at most 64 `channels` grants".into()));
+        let gclaim = &self.grants_claim;
+        let channels: Vec<String> = match c.rest.remove(gclaim) {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(v) => serde_json::from_value(v).map_err(|_| {
+                AuthError::Claims(format!("`{gclaim}` must be a list of channel patterns"))
+            })?,
+        };
+        if channels.len() > 64 {
+            return Err(AuthError::Claims(format!("at most 64 `{gclaim}` grants")));
         }
-        let mut grants = Vec::with_capacity(c.channels.len());
-        for g in &c.channels {
-            let policy = crate::engine::channel::ChannelPolicy::stream(0);
-            let rule = ChannelRule::new(g, policy)
-                .map_err(|e| AuthError::Claims(format!("`channels`: {e}")))?;
+        let mut grants = Vec::with_capacity(channels.len());
+        for g in &channels {
+            // `{user}` in a grant is the token's own user, never a wildcard.
+            let rule = ChannelRule::grant(g, &sub)
+                .map_err(|e| AuthError::Claims(format!("`{gclaim}`: {e}")))?;
             grants.push(rule);
         }
         Ok(Identity {
-            user: Some(Arc::from(c.sub)),
+            user: Some(Arc::from(sub)),
             role,
             grants,
             exp: Some(c.exp),
+            admin,
         })
     }
 }
@@ -305,6 +364,8 @@ pub enum Denied {
     Unauthenticated,
     /// Authenticated, but not allowed.
     Forbidden,
+    /// Authenticated; the namespace's subscribe hook decides (the backend is asked).
+    AskBackend,
 }
 
 /// Whether `who` may subscribe to `channel` resolved to `r`.
@@ -321,6 +382,11 @@ pub fn can_subscribe(who: &Identity, r: &Resolved<'_, '_>, channel: &str) -> Res
         ChannelAccess::Grant => match &who.user {
             Some(_) if granted() => Ok(()),
             Some(_) => Err(Denied::Forbidden),
+            None => Err(Denied::Unauthenticated),
+        },
+        ChannelAccess::Hook => match &who.user {
+            Some(_) if granted() => Ok(()),
+            Some(_) => Err(Denied::AskBackend),
             None => Err(Denied::Unauthenticated),
         },
     }
@@ -504,6 +570,77 @@ mod tests {
             check(&anon, "challenge.7f3a01"),
             Err(Denied::Unauthenticated)
         );
+    }
+
+    #[test]
+    fn a_grant_placeholder_is_the_tokens_own_user_never_a_wildcard() {
+        let rules = ChannelRules::defaults();
+        let v = verifier();
+        let u42 = v
+            .verify(&hs(
+                json!({"sub":"42","exp":unix_now()+60,"channels":["user.{user}.orders","private.{user}"]}),
+            ))
+            .unwrap();
+        let check = |ch: &str| can_subscribe(&u42, &rules.resolve(ch).unwrap(), ch);
+        assert_eq!(check("private.42"), Ok(()));
+        assert_eq!(check("private.43"), Err(Denied::Forbidden));
+        assert_eq!(check("user.43.orders"), Err(Denied::Forbidden));
+        // Any other placeholder in a grant is refused with the token.
+        assert!(matches!(
+            v.verify(&hs(
+                json!({"sub":"42","exp":unix_now()+60,"channels":["challenge_{id}"]})
+            ))
+            .unwrap_err(),
+            AuthError::Claims(_)
+        ));
+    }
+
+    /// Regression: a grant of many `*` made a 128-byte subscribe take ~9 s.
+    #[test]
+    fn a_grant_with_many_stars_is_checked_in_linear_time() {
+        let rules = ChannelRules::defaults();
+        let grant = format!("challenge.{}b", "*a".repeat(50));
+        let id = verifier()
+            .verify(&hs(
+                json!({"sub":"42","exp":unix_now()+60,"channels":[grant]}),
+            ))
+            .unwrap();
+        let name = format!("challenge.{}", "a".repeat(118));
+        let r = rules.resolve(&name).unwrap();
+        assert_eq!(can_subscribe(&id, &r, &name), Err(Denied::Forbidden));
+    }
+
+    #[test]
+    fn the_user_claim_is_configurable() {
+        let v = Verifier::new(&JwtConfig {
+            hs256_secret: Some(SECRET.to_vec()),
+            user_claim: "user_id".into(),
+            grants_claim: "rooms".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let id = v
+            .verify(&hs(
+                json!({"user_id":42,"exp":unix_now()+60,"rooms":["challenge.7"]}),
+            ))
+            .unwrap();
+        assert_eq!(id.user.as_deref(), Some("42"));
+        assert_eq!(id.grants.len(), 1);
+        let id = v
+            .verify(&hs(
+                json!({"user_id":"abc","sub":"other","exp":unix_now()+60}),
+            ))
+            .unwrap();
+        assert_eq!(id.user.as_deref(), Some("abc"));
+        assert!(matches!(
+            v.verify(&hs(json!({"sub":"42","exp":unix_now()+60}))).unwrap_err(),
+            AuthError::Claims(m) if m.contains("user_id")
+        ));
+        assert!(matches!(
+            v.verify(&hs(json!({"user_id":-1,"exp":unix_now()+60})))
+                .unwrap_err(),
+            AuthError::Claims(_)
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -79,6 +80,109 @@ pub struct Config {
     pub log: LogConfig,
     /// Cluster mode on Redis, when `Some` (`--redis`). Default off: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// Backend hooks (`[hooks]` and the namespaces' `subscribe_hook`). Default: none.
+    pub hooks: HooksConfig,
+    /// Per-namespace op rate limits (`[[rate_limits]]`), in file order. Default: none.
+    pub rate_limits: Vec<OpLimit>,
+}
+
+/// Which op a [`OpLimit`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitedOp {
+    /// Each channel of a `subscribe` op.
+    Subscribe,
+    /// Each channel of an `unsubscribe` op.
+    Unsubscribe,
+    /// Each event of a WebSocket `publish` op.
+    Publish,
+}
+
+impl LimitedOp {
+    /// The op's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitedOp::Subscribe => "subscribe",
+            LimitedOp::Unsubscribe => "unsubscribe",
+            LimitedOp::Publish => "publish",
+        }
+    }
+}
+
+/// One `[[rate_limits]]` rule: at most `count` of `op` per `per` on each connection, for
+/// channels of the namespace `namespace` (every namespace when `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpLimit {
+    /// The op counted.
+    pub op: LimitedOp,
+    /// The `[[channels]]` pattern whose channels count, or all.
+    pub namespace: Option<String>,
+    /// How many.
+    pub count: u32,
+    /// Per this long.
+    pub per: Duration,
+}
+
+/// `[[rate_limits]]` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpLimit {
+    /// `op`.
+    pub op: LimitedOp,
+    /// `namespace`: a `[[channels]]` pattern, as written there.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `count`.
+    pub count: u32,
+    /// `per_secs`.
+    pub per_secs: u64,
+}
+
+/// Backend hook settings (`[hooks]`), shared by every hook, and the namespaces' hook URLs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HooksConfig {
+    /// Deadline of one call, connect included. Default 2 s.
+    pub timeout: Duration,
+    /// Calls in flight per shard; more get `backend_unavailable` at once. Default 64.
+    pub max_in_flight: usize,
+    /// How long a subscribe answer (allow or deny) is reused for the same user and channel.
+    /// Default 30 s; 0 turns the cache off.
+    pub cache_ttl: Duration,
+    /// Failures in a row that open a URL's circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before trying again. Default 5 s.
+    pub breaker_cooldown: Duration,
+    /// `subscribe_hook` URL per namespace pattern (namespaces with `access = "hook"`).
+    pub subscribe: Vec<(String, Arc<str>)>,
+    /// `connect_url`: the backend that checks `{"op":"auth","data":{...}}` credentials.
+    pub connect: Option<Arc<str>>,
+    /// `rpc_url`: the backend that answers client ops the server does not know.
+    pub rpc: Option<Arc<str>>,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            timeout: Duration::from_secs(2),
+            max_in_flight: 64,
+            cache_ttl: Duration::from_secs(30),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            subscribe: Vec::new(),
+            connect: None,
+            rpc: None,
+        }
+    }
+}
+
+impl HooksConfig {
+    /// The subscribe hook of the namespace `pattern`.
+    pub fn subscribe_url(&self, pattern: &str) -> Option<&Arc<str>> {
+        self.subscribe
+            .iter()
+            .find(|(p, _)| p == pattern)
+            .map(|(_, u)| u)
+    }
 }
 
 impl Default for Config {
@@ -108,6 +212,8 @@ impl Default for Config {
             demo: None,
             log: LogConfig::default(),
             cluster: None,
+            hooks: HooksConfig::default(),
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -363,6 +469,10 @@ pub struct RawConfig {
     pub demo: RawDemo,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[hooks]`.
+    pub hooks: RawHooks,
+    /// `[[rate_limits]]`: per-namespace op limits.
+    pub rate_limits: Vec<RawOpLimit>,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
 }
@@ -411,6 +521,10 @@ pub struct RawAuth {
     pub jwt_audience: Option<String>,
     /// `leeway_secs`.
     pub leeway_secs: u64,
+    /// `jwt_user_claim`: the claim naming the user (`sub`).
+    pub jwt_user_claim: String,
+    /// `jwt_grants_claim`: the claim listing channel grants (`channels`).
+    pub jwt_grants_claim: String,
     /// `auth_timeout_ms`.
     pub auth_timeout_ms: u64,
 }
@@ -428,6 +542,8 @@ impl std::fmt::Debug for RawAuth {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("leeway_secs", &self.leeway_secs)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_grants_claim", &self.jwt_grants_claim)
             .field("auth_timeout_ms", &self.auth_timeout_ms)
             .finish()
     }
@@ -494,6 +610,29 @@ pub struct RawChannel {
     /// `access`, default `public`.
     #[serde(default)]
     pub access: RawAccess,
+    /// `subscribe_hook`: the backend URL asked whether a user may join (`access = "hook"`).
+    #[serde(default)]
+    pub subscribe_hook: Option<String>,
+}
+
+/// `[hooks]`: backend hook calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHooks {
+    /// `timeout_ms`.
+    pub timeout_ms: u64,
+    /// `max_in_flight` (per shard).
+    pub max_in_flight: usize,
+    /// `cache_ttl_ms`.
+    pub cache_ttl_ms: u64,
+    /// `breaker_failures`.
+    pub breaker_failures: u32,
+    /// `breaker_cooldown_ms`.
+    pub breaker_cooldown_ms: u64,
+    /// `connect_url`; empty for none.
+    pub connect_url: String,
+    /// `rpc_url`; empty for none.
+    pub rpc_url: String,
 }
 
 fn default_history() -> usize {
@@ -522,6 +661,8 @@ pub enum RawAccess {
     Owner,
     /// Tokens whose `channels` claim grants it.
     Grant,
+    /// Authenticated users the namespace's `subscribe_hook` accepts.
+    Hook,
 }
 
 impl Default for RawConfig {
@@ -534,6 +675,7 @@ impl Default for RawConfig {
             kind,
             history,
             access,
+            subscribe_hook: None,
         };
         use RawAccess::*;
         use RawKind::*;
@@ -566,6 +708,8 @@ impl Default for RawConfig {
                 jwt_issuer: None,
                 jwt_audience: None,
                 leeway_secs: a.jwt.leeway_secs,
+                jwt_user_claim: a.jwt.user_claim.clone(),
+                jwt_grants_claim: a.jwt.grants_claim.clone(),
                 auth_timeout_ms: a.auth_timeout.as_millis() as u64,
             },
             limits: RawLimits {
@@ -589,17 +733,27 @@ impl Default for RawConfig {
                 quotes_per_sec: d.quotes_per_sec,
             },
             cluster: RawCluster::from_config(c.cluster.as_ref()),
+            hooks: RawHooks {
+                timeout_ms: c.hooks.timeout.as_millis() as u64,
+                max_in_flight: c.hooks.max_in_flight,
+                cache_ttl_ms: c.hooks.cache_ttl.as_millis() as u64,
+                breaker_failures: c.hooks.breaker_failures,
+                breaker_cooldown_ms: c.hooks.breaker_cooldown.as_millis() as u64,
+                connect_url: String::new(),
+                rpc_url: String::new(),
+            },
+            rate_limits: Vec::new(),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
-                ch("quotes.*", Conflated, 1, Public),
-                ch("trades.*", Stream, 1000, Public),
-                ch("signals.*", Stream, 100, Public),
+                ch("quotes.**", Conflated, 1, Public),
+                ch("trades.**", Stream, 1000, Public),
+                ch("signals.**", Stream, 100, Public),
                 ch("market.status", Stream, 10, Public),
-                ch("user.{user}.*", Stream, 1000, Owner),
-                ch("challenge.*", Stream, 1000, Grant),
-                ch("strategy.*", Stream, 1000, Grant),
-                ch("private.*", Stream, 1000, Grant),
-                ch("*", Stream, 100, Public),
+                ch("user.{user}.**", Stream, 1000, Owner),
+                ch("challenge.**", Stream, 1000, Grant),
+                ch("strategy.**", Stream, 1000, Grant),
+                ch("private.**", Stream, 1000, Grant),
+                ch("bench.*", Stream, 100, Public),
             ],
         }
     }
@@ -620,7 +774,8 @@ impl_default_from_raw!(
     RawAuth.auth,
     RawLimits.limits,
     RawLog.log,
-    RawDemo.demo
+    RawDemo.demo,
+    RawHooks.hooks
 );
 
 impl RawConfig {
@@ -664,6 +819,7 @@ impl RawConfig {
     /// Turns the raw settings into a validated [`Config`], reading the key files named.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let mut rules = Vec::with_capacity(self.channels.len());
+        let mut subscribe_hooks = Vec::new();
         for (i, c) in self.channels.iter().enumerate() {
             let policy = ChannelPolicy {
                 kind: match c.kind {
@@ -675,17 +831,96 @@ impl RawConfig {
                     RawAccess::Public => ChannelAccess::Public,
                     RawAccess::Owner => ChannelAccess::Owner,
                     RawAccess::Grant => ChannelAccess::Grant,
+                    RawAccess::Hook => ChannelAccess::Hook,
                 },
             };
+            match (&c.subscribe_hook, c.access) {
+                (Some(url), RawAccess::Hook) => {
+                    if crate::server::hooks::split_url(url).is_none() {
+                        return Err(invalid(
+                            &format!("channels[{i}].subscribe_hook"),
+                            "an http://host:port/path URL",
+                        ));
+                    }
+                    subscribe_hooks.push((c.pattern.clone(), Arc::from(url.as_str())));
+                }
+                (None, RawAccess::Hook) => {
+                    return Err(invalid(
+                        &format!("channels[{i}]"),
+                        "access = \"hook\" needs a subscribe_hook URL",
+                    ))
+                }
+                (Some(_), _) => {
+                    return Err(invalid(
+                        &format!("channels[{i}].subscribe_hook"),
+                        "a subscribe_hook needs access = \"hook\"",
+                    ))
+                }
+                (None, _) => {}
+            }
             let rule = ChannelRule::new(&c.pattern, policy)
                 .map_err(|e| invalid(&format!("channels[{i}]"), e.to_string()))?;
             rules.push(rule);
+        }
+        if self.demo.enabled && self.auth.jwt_secret.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(invalid(
+                "demo.enabled",
+                "the demo serves signed user tokens to anyone at /demo/token, so it cannot run \
+                 with a real jwt_secret (QUOTECAST_JWT_SECRET / --jwt-secret): unset the secret \
+                 (the demo then signs with a throwaway one) or turn the demo off",
+            ));
+        }
+        if self.demo.enabled {
+            // The demo market publishes under its own names and lets anyone try any name:
+            // only the demo gets a public catch-all, after the configured rules.
+            rules.push(ChannelRules::public_catch_all());
         }
         if rules.is_empty() {
             return Err(invalid(
                 "channels",
                 "no channel pattern: every channel would be refused",
             ));
+        }
+        if self.hooks.timeout_ms == 0 {
+            return Err(invalid("hooks.timeout_ms", "must be at least 1"));
+        }
+        for (key, url) in [
+            ("hooks.connect_url", &self.hooks.connect_url),
+            ("hooks.rpc_url", &self.hooks.rpc_url),
+        ] {
+            if !url.is_empty() && crate::server::hooks::split_url(url).is_none() {
+                return Err(invalid(key, "an http://host:port/path URL"));
+            }
+        }
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            if r.count == 0 || r.per_secs == 0 {
+                return Err(invalid(
+                    &format!("rate_limits[{i}]"),
+                    "count and per_secs must be at least 1",
+                ));
+            }
+            if let Some(ns) = &r.namespace {
+                if !self.channels.iter().any(|c| &c.pattern == ns) {
+                    return Err(invalid(
+                        &format!("rate_limits[{i}].namespace"),
+                        format!("no [[channels]] pattern is `{ns}`"),
+                    ));
+                }
+            }
+        }
+        if self.hooks.max_in_flight == 0 {
+            return Err(invalid("hooks.max_in_flight", "must be at least 1"));
+        }
+        if self.hooks.breaker_failures == 0 {
+            return Err(invalid("hooks.breaker_failures", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("auth.jwt_user_claim", &self.auth.jwt_user_claim),
+            ("auth.jwt_grants_claim", &self.auth.jwt_grants_claim),
+        ] {
+            if v.is_empty() || v.len() > 64 {
+                return Err(invalid(key, "a claim name of 1-64 characters"));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(invalid("log.filter", "not a valid tracing filter"));
@@ -713,6 +948,8 @@ impl RawConfig {
                 issuer: au.jwt_issuer.clone(),
                 audience: au.jwt_audience.clone(),
                 leeway_secs: au.leeway_secs,
+                user_claim: au.jwt_user_claim.clone(),
+                grants_claim: au.jwt_grants_claim.clone(),
             },
             // The demo and anonymous publishing imply anonymous subscribing.
             allow_anonymous: au.allow_anonymous || au.anonymous_publish || demo,
@@ -773,6 +1010,28 @@ impl RawConfig {
                 .clone()
                 .into_config()
                 .map_err(|(key, reason)| invalid(key, reason))?,
+            hooks: HooksConfig {
+                timeout: Duration::from_millis(self.hooks.timeout_ms),
+                max_in_flight: self.hooks.max_in_flight,
+                cache_ttl: Duration::from_millis(self.hooks.cache_ttl_ms),
+                breaker_failures: self.hooks.breaker_failures,
+                breaker_cooldown: Duration::from_millis(self.hooks.breaker_cooldown_ms),
+                subscribe: subscribe_hooks,
+                connect: (!self.hooks.connect_url.is_empty())
+                    .then(|| Arc::from(self.hooks.connect_url.as_str())),
+                rpc: (!self.hooks.rpc_url.is_empty())
+                    .then(|| Arc::from(self.hooks.rpc_url.as_str())),
+            },
+            rate_limits: self
+                .rate_limits
+                .iter()
+                .map(|r| OpLimit {
+                    op: r.op,
+                    namespace: r.namespace.clone(),
+                    count: r.count,
+                    per: Duration::from_secs(r.per_secs),
+                })
+                .collect(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -859,6 +1118,8 @@ fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
 /// (`quotecast config --print-default`). Parsing it gives [`RawConfig::default`].
 pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
+pub mod explain;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,7 +1152,7 @@ mod tests {
 
     #[test]
     fn semantic_errors_are_located() {
-        let text = "shards = 4\n\n[queue]\nmax_bytes = 10\n\n[[channels]]\npattern = \"a.*\"\n\n[[channels]]\npattern = \"b.**\"\n";
+        let text = "shards = 4\n\n[queue]\nmax_bytes = 10\n\n[[channels]]\npattern = \"a.*\"\n\n[[channels]]\npattern = \"b.***\"\n";
         assert_eq!(locate(text, "shards"), Some((1, 1)));
         assert_eq!(locate(text, "queue.max_bytes"), Some((4, 1)));
         assert_eq!(locate(text, "queue.max_frames"), Some((3, 1)));
@@ -910,7 +1171,7 @@ mod tests {
             e.contains("bad.toml:9:1: channels[1]: bad channel pattern"),
             "{e}"
         );
-        std::fs::write(&p, text.replace("b.**", "b.*")).unwrap();
+        std::fs::write(&p, text.replace("b.***", "b.*")).unwrap();
         let e = RawConfig::load(&p).unwrap_err().to_string();
         assert!(
             e.contains("bad.toml:4:1: queue.max_bytes: must be at least"),
@@ -918,7 +1179,7 @@ mod tests {
         );
         std::fs::write(
             &p,
-            "[queue]\nmax_bytes = 1048576\n[[channels]]\npattern = \"b.**\"\n",
+            "[queue]\nmax_bytes = 1048576\n[[channels]]\npattern = \"b.***\"\n",
         )
         .unwrap();
         let e = RawConfig::load(&p).unwrap_err().to_string();
@@ -933,6 +1194,63 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn default_config_has_no_public_catch_all_and_the_demo_adds_one() {
+        let c = RawConfig::default().into_config().unwrap();
+        for n in [
+            "user:42:orders",
+            "private-App.Models.User.1",
+            "challenge_7",
+            "misc.1",
+        ] {
+            assert!(c.rules.resolve(n).is_none(), "{n}");
+        }
+        let mut raw = RawConfig::default();
+        raw.demo.enabled = true;
+        let c = raw.into_config().unwrap();
+        let r = c.rules.resolve("misc.1").unwrap();
+        assert_eq!((r.pattern, r.policy.access), ("**", ChannelAccess::Public));
+        assert_eq!(c.rules.resolve("user.42.orders").unwrap().owner, Some("42"));
+    }
+
+    #[test]
+    fn hook_namespaces_need_an_http_url_and_hook_access() {
+        let parse = |t: &str| RawConfig::parse(t, "t").unwrap().into_config();
+        let c = parse("[[channels]]\npattern = \"challenge_{id}\"\naccess = \"hook\"\nsubscribe_hook = \"http://127.0.0.1:9000/qc\"\n").unwrap();
+        assert_eq!(
+            c.hooks.subscribe_url("challenge_{id}").map(|u| &**u),
+            Some("http://127.0.0.1:9000/qc")
+        );
+        for bad in [
+            "[[channels]]\npattern = \"a.*\"\naccess = \"hook\"\n",
+            "[[channels]]\npattern = \"a.*\"\nsubscribe_hook = \"http://x:1/\"\n",
+            "[[channels]]\npattern = \"a.*\"\naccess = \"hook\"\nsubscribe_hook = \"https://x/\"\n",
+            "[hooks]\nmax_in_flight = 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn demo_refuses_a_real_jwt_secret() {
+        let mut raw = RawConfig::default();
+        raw.demo.enabled = true;
+        raw.auth.jwt_secret = Some("production-secret".into());
+        let e = raw.into_config().unwrap_err().to_string();
+        assert!(
+            e.contains("demo.enabled") && e.contains("jwt_secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn claim_names_are_read_and_checked() {
+        let raw = RawConfig::parse("[auth]\njwt_user_claim = \"user_id\"\n", "t").unwrap();
+        assert_eq!(raw.into_config().unwrap().access.jwt.user_claim, "user_id");
+        let raw = RawConfig::parse("[auth]\njwt_grants_claim = \"\"\n", "t").unwrap();
+        assert!(raw.into_config().is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@
 //!   fills gaps from Redis history, and keeps cluster-wide presence. Its decisions per
 //!   channel are pure (`cluster::tracker`); the rest is I/O.
 //! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
-//!   from.
+//!   from; `config::explain` says what a channel name gets (`channels explain`).
 //! - [`clock`]: wall-clock time, for the layers that do I/O.
 //! - [`server`]: all the I/O: the thread-per-core runtime (one `current_thread` tokio
 //!   runtime per shard, `server::runtime::ServerShard` giving the engine its clock and its
@@ -44,7 +44,10 @@
 //!   connection loop (`server::conn`: reads, frame decoding, deadlines, close handshake;
 //!   `server::peer::Peer` embeds the engine's session beside its socket), what client ops
 //!   mean (`server::ops`: rate limit, auth, subscribe, publish admission shared by
-//!   WebSocket and HTTP), vectored writes, heartbeat and graceful shutdown.
+//!   WebSocket and HTTP), vectored writes, heartbeat and graceful shutdown; backend hooks
+//!   (`server::hooks`: HTTP calls with deadline, breaker and cache, run as shard tasks;
+//!   `server::connect_hook`, `server::rpc_hook`, and the subscribe hook in `server::ops`),
+//!   and the operator API (`server::api`: disconnect, unsubscribe, channels, history).
 //!
 //! A new client op goes in `protocol::op` (parsing) and `server::ops` (what it means;
 //! `server::conn` only decodes frames and hands ops over); a new rule on who may publish

@@ -30,6 +30,33 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Print or check a configuration file.
     Config(ConfigArgs),
+    /// Inspect channel namespaces.
+    Channels(ChannelsArgs),
+}
+
+#[derive(Parser, Debug)]
+struct ChannelsArgs {
+    #[command(subcommand)]
+    cmd: ChannelsCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum ChannelsCmd {
+    /// Which namespace a channel name falls in, its kind and history, and who may read and
+    /// publish it (exit status 1 when a client could not use the name at all).
+    Explain {
+        /// The channel name, e.g. user:42:orders.
+        name: String,
+        /// Also say whether this user id may subscribe.
+        #[arg(long)]
+        user: Option<String>,
+        /// Configuration file (default: the built-in defaults).
+        #[arg(long, env = "QUOTECAST_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// As `serve --demo` would see it (adds the demo's public catch-all).
+        #[arg(long)]
+        demo: bool,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -265,6 +292,28 @@ fn main() -> anyhow::Result<()> {
             let m = matches.subcommand_matches("serve").unwrap_or(&empty);
             serve(*a, m)
         }
+        Cmd::Channels(c) => match c.cmd {
+            ChannelsCmd::Explain {
+                name,
+                user,
+                config,
+                demo,
+            } => {
+                let mut raw = match &config {
+                    Some(path) => RawConfig::load(path)?,
+                    None => RawConfig::default(),
+                };
+                raw.demo.enabled |= demo;
+                let cfg = raw.into_config()?;
+                let (text, usable) =
+                    quotecast::config::explain::explain(&cfg.rules, &name, user.as_deref());
+                print!("{text}");
+                if !usable {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+        },
         Cmd::Config(c) => {
             if let Some(path) = &c.check {
                 RawConfig::load(path)?.into_config()?;
@@ -324,8 +373,8 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
         tracing::warn!("anonymous publishing: ANYONE who can reach this port may publish; never use this in production");
     }
     if demo.is_some() {
-        // Demo tokens for the demo users' private channels, signed with the configured
-        // secret or a fresh random one.
+        // Demo tokens for the demo users' private channels, signed with a fresh random
+        // secret (the configuration refuses a real `jwt_secret` together with the demo).
         let secret = access.jwt.hs256_secret.get_or_insert_with(|| {
             let mut b = [0u8; 32];
             rand::Rng::fill(&mut rand::thread_rng(), &mut b);
@@ -353,6 +402,17 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
              (set QUOTECAST_JWT_SECRET or --jwt-rs256-public-key, or --allow-anonymous, or use --demo)"
         );
     }
+    for (i, rule) in cfg.rules.rules().iter().enumerate() {
+        tracing::info!(
+            "namespace #{}: {}; publish: {}",
+            i + 1,
+            quotecast::config::explain::describe(rule),
+            quotecast::config::explain::WHO_PUBLISHES
+        );
+    }
+    if cfg.demo.is_none() {
+        tracing::info!("a channel name no namespace matches is refused (unknown_channel)");
+    }
     raise_open_file_limit();
     let shards = cfg.shards;
     let demo_tokens = cfg.demo_tokens.clone();
@@ -374,7 +434,8 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
              Publish:   curl -X POST http://{addr}/api/publish -d '{{\"channel\":\"user.42.orders\",\"event\":\"order_update\",\"data\":{{\"order_id\":\"ORD_1\",\"status\":\"filled\"}}}}'\n",
             d.symbols, d.quotes_per_sec, d.users
         );
-        eprintln!("  Anyone may subscribe to public channels and publish. Private channels user.<id>.* need the user's token:");
+        eprintln!("  Anyone may subscribe to public channels and publish; any other name is a public stream (demo catch-all \"**\").");
+        eprintln!("  Private channels user.<id>.** need the user's token (24 h, signed with a throwaway secret of this process):");
         for (user, token) in &demo_tokens {
             eprintln!("    user {user}: ws://{addr}/ws?token={token}");
         }

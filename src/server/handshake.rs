@@ -111,10 +111,12 @@ pub struct UpgradeReq {
     pub key: String,
     /// `?format=`.
     pub format: Format,
-    /// `?token=` or `Authorization: Bearer`.
-    pub token: Option<String>,
+    /// `?token=` or `Authorization: Bearer`, or why the two cannot be used.
+    pub token: Result<Option<String>, &'static str>,
     /// `Origin`, if sent.
     pub origin: Option<String>,
+    /// `Cookie`, if sent (forwarded to the connect hook).
+    pub cookie: Option<String>,
 }
 
 impl std::fmt::Debug for UpgradeReq {
@@ -143,25 +145,48 @@ fn classify(req: &httparse::Request<'_, '_>) -> Option<UpgradeReq> {
         None => Some(Format::Json),
         Some(f) => Format::parse(f),
     };
-    let bearer = header(req, "authorization").find_map(|v| {
-        v.trim()
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string())
-    });
-    let token = query_param(query, "token")
-        .map(percent_decode)
-        .or(bearer)
-        .filter(|t| !t.is_empty());
+    let bearer = header(req, "authorization").find_map(bearer_token);
+    let token = pick_token(query_param(query, "token"), bearer);
     let origin = header(req, "origin").next().map(|o| o.trim().to_string());
+    let cookie = header(req, "cookie").next().map(|c| c.trim().to_string());
     match (is_upgrade, version_ok, key, format) {
         (true, true, Some(key), Some(format)) => Some(UpgradeReq {
             key,
             format,
             token,
             origin,
+            cookie,
         }),
         // Not an upgrade, or a faulty one: hyper's handler gives the precise answer.
         _ => None,
+    }
+}
+
+/// The token of an `Authorization: Bearer T` header value (`None` for other schemes).
+pub(crate) fn bearer_token(v: &str) -> Option<&str> {
+    let v = v.trim();
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The connection's token from `?token=` (raw, still percent-encoded) and the bearer header,
+/// refusing what is ambiguous: an empty `?token=` or empty bearer, or two different tokens.
+/// The error text is the close reason the client sees (4001).
+pub(crate) fn pick_token(
+    query: Option<&str>,
+    bearer: Option<&str>,
+) -> Result<Option<String>, &'static str> {
+    let query = query.map(percent_decode);
+    match (query, bearer) {
+        (Some(q), _) if q.is_empty() => {
+            Err("empty ?token=: send a token or leave the parameter out")
+        }
+        (_, Some("")) => Err("empty Authorization: Bearer token"),
+        (Some(q), Some(b)) if q != b => Err(
+            "conflicting credentials: ?token= and the Authorization header carry different tokens; send one",
+        ),
+        (Some(q), _) => Ok(Some(q)),
+        (None, b) => Ok(b.map(str::to_string)),
     }
 }
 
@@ -229,7 +254,9 @@ async fn upgrade(
     }
     let leftover = Bytes::from(buf.split_off(head_len));
     drop(buf);
-    start(ctx, stream, guard, leftover, req.format, req.token);
+    start(
+        ctx, stream, guard, leftover, req.format, req.token, req.cookie,
+    );
 }
 
 /// Starts serving an upgraded WebSocket: checks its token (if any), takes its user's
@@ -241,7 +268,8 @@ pub fn start(
     guard: ConnectionGuard,
     leftover: Bytes,
     format: Format,
-    token: Option<String>,
+    token: Result<Option<String>, &'static str>,
+    cookie: Option<String>,
 ) {
     let cfg = &ctx.shared.config;
     let access = &cfg.access;
@@ -255,7 +283,12 @@ pub fn start(
     let now = std::time::Instant::now();
     let mut reject: Option<(CloseCode, String)> = None;
     match token {
-        Some(t) => match ctx.shared.verifier.verify(&t) {
+        Err(why) => {
+            ctx.shard.borrow_mut().stats.auth_failures.connect += 1;
+            tracing::info!(reason = why, "credentials refused at connect");
+            reject = Some((CloseCode::AuthFailed, why.to_string()));
+        }
+        Ok(Some(t)) => match ctx.shared.verifier.verify(&t) {
             Ok(identity) => {
                 if let Some(user) = &identity.user {
                     match ctx.shared.reserve_user(user) {
@@ -282,13 +315,13 @@ pub fn start(
                 reject = Some((CloseCode::AuthFailed, e.to_string()));
             }
         },
-        None => {
+        Ok(None) => {
             if access.anonymous_publish {
                 peer.identity.borrow_mut().role = Role::Publisher;
             }
             if access.allow_anonymous {
                 peer.authed.set(true);
-            } else if ctx.shared.verifier.enabled() {
+            } else if ctx.shared.verifier.enabled() || cfg.hooks.connect.is_some() {
                 peer.set_auth_deadline(Some(now + access.auth_timeout));
             } else {
                 reject = Some((
@@ -302,7 +335,13 @@ pub fn start(
         *peer.bucket.borrow_mut() =
             Some(TokenBucket::new(access.ops_per_sec, access.ops_burst, now));
     }
+    // A connection without a token whose request carried a cookie: the connect hook may know
+    // the session (answered after the welcome, like an `auth` op with data).
+    let ask_backend = reject.is_none() && !peer.authed.get() && cfg.hooks.connect.is_some();
     let remote = conn::open(&ctx, &peer, leftover, reject);
+    if let (true, Some(c)) = (ask_backend, cookie) {
+        super::connect_hook::ask(&ctx, &peer, None, serde_json::Value::Null, Some(c));
+    }
     tokio::task::spawn_local(async move {
         conn::serve(ctx, peer, remote).await;
         drop(guard);
@@ -370,5 +409,32 @@ impl AsyncWrite for Prefixed {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicting_or_empty_credentials_are_refused() {
+        assert_eq!(pick_token(None, None), Ok(None));
+        assert_eq!(pick_token(Some("a.b.c"), None), Ok(Some("a.b.c".into())));
+        assert_eq!(pick_token(None, Some("a.b.c")), Ok(Some("a.b.c".into())));
+        assert_eq!(
+            pick_token(Some("a%2Eb.c"), Some("a.b.c")),
+            Ok(Some("a.b.c".into())),
+            "the same token twice is fine"
+        );
+        assert!(pick_token(Some(""), Some("a.b.c"))
+            .unwrap_err()
+            .contains("empty ?token="));
+        assert!(pick_token(Some("x.y.z"), Some("a.b.c"))
+            .unwrap_err()
+            .contains("conflicting"));
+        assert!(pick_token(None, Some("")).is_err());
+        assert_eq!(bearer_token("Bearer  t "), Some("t"));
+        assert_eq!(bearer_token("bearer t"), Some("t"));
+        assert_eq!(bearer_token("Basic dXNlcg=="), None);
     }
 }

@@ -34,6 +34,11 @@ use crate::protocol::{encode, Format};
 
 type Resp = Response<Full<Bytes>>;
 
+/// A request body (publish) must arrive completely within this, like the head within
+/// [`HEADER_TIMEOUT`]: a body sent at 1 byte/s or a chunked body that never ends would
+/// otherwise hold the connection forever. 10 s carries a full 256 KiB body at 26 KB/s.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves HTTP on a socket (with its first bytes replayed) until it closes or upgrades.
 /// When the shard drains (SIGTERM), the request in flight is finished and answered (a
 /// publish waiting for Redis included), then the connection closes; the shard's drain
@@ -84,7 +89,10 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
         },
         (&Method::GET, "/ws/status") => {
-            let body = status::status(&ctx, query_param(&req, "top")).await;
+            // Private channel names (user.42.orders, ...) only for an operator; others see
+            // the public channels among the top ones.
+            let private = operator(&ctx, &req).is_ok();
+            let body = status::status(&ctx, query_param(&req, "top"), private).await;
             json(StatusCode::OK, &body)
         }
         (&Method::GET, "/health/websocket") => {
@@ -105,10 +113,15 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
             r
         }
         (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
+        (&Method::POST, "/api/disconnect") => api_disconnect(&ctx, req).await,
+        (&Method::POST, "/api/unsubscribe") => api_unsubscribe(&ctx, req).await,
+        (&Method::GET, "/api/channels") => api_channels(&ctx, &req).await,
+        (&Method::GET, "/api/history") => api_history(&ctx, &req).await,
         (
             _,
             "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"
-            | "/metrics" | "/api/presence",
+            | "/metrics" | "/api/presence" | "/api/disconnect" | "/api/unsubscribe"
+            | "/api/channels" | "/api/history",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (&Method::GET, p) if crate::server::assets::get(p).is_some() => asset(p),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -219,15 +232,17 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
     }
     let bearer = req
         .headers()
-        .get(header::AUTHORIZATION)
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(handshake::bearer_token);
+    // Picked the same way as on the fast upgrade path (`handshake::classify`).
+    let token = handshake::pick_token(query_param(&req, "token"), bearer);
+    let cookie = req
+        .headers()
+        .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
-    // Decoded the same way as on the fast upgrade path (`handshake::classify`).
-    let token = query_param(&req, "token")
-        .map(handshake::percent_decode)
-        .or(bearer)
-        .filter(|t| !t.is_empty());
+        .map(|c| c.trim().to_string());
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(req);
     tokio::task::spawn_local(async move {
@@ -253,7 +268,15 @@ fn upgrade(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
             .open_sockets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let guard = ctx.connection_guard();
-        handshake::start(ctx, stream, guard, Bytes::from(leftover), format, token);
+        handshake::start(
+            ctx,
+            stream,
+            guard,
+            Bytes::from(leftover),
+            format,
+            token,
+            cookie,
+        );
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -291,17 +314,7 @@ fn publisher_identity(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<Identit
     if access.anonymous_publish {
         return Ok(Identity::anonymous(Role::Publisher));
     }
-    let h = req.headers();
-    let cred = h
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            h.get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().strip_prefix("Bearer "))
-        })
-        .map(str::trim);
-    let Some(cred) = cred else {
+    let Some(cred) = http_credential(req) else {
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -323,6 +336,61 @@ fn publisher_identity(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<Identit
         Err(e) => {
             ctx.shard.borrow_mut().stats.auth_failures.http += 1;
             tracing::info!(reason = %e, "HTTP publish refused");
+            Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                "auth_failed",
+                &e.to_string(),
+            ))
+        }
+    }
+}
+
+/// The credential of an HTTP request: `X-Api-Key: K` or `Authorization: Bearer K`.
+fn http_credential(req: &Request<Incoming>) -> Option<&str> {
+    let h = req.headers();
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            h.get_all(header::AUTHORIZATION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(handshake::bearer_token)
+        })
+        .map(str::trim)
+}
+
+/// Whether the request comes from an operator: an API key, or a token with the `admin`
+/// role. `Err` is the answer to send when the caller must be one (401 without or with bad
+/// credentials, 403 for a valid token of another role).
+#[allow(clippy::result_large_err)]
+pub(crate) fn operator(ctx: &ShardCtx, req: &Request<Incoming>) -> Result<(), Resp> {
+    let Some(cred) = http_credential(req) else {
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send an API key or an admin token",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(r);
+    };
+    let access = &ctx.shared.config.access;
+    if access
+        .api_keys
+        .iter()
+        .any(|k| constant_time_eq(k.as_bytes(), cred.as_bytes()))
+    {
+        return Ok(());
+    }
+    match ctx.shared.verifier.verify(cred) {
+        Ok(id) if id.admin => Ok(()),
+        Ok(_) => Err(json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an API key or a token with the admin role",
+        )),
+        Err(e) => {
+            ctx.shard.borrow_mut().stats.auth_failures.http += 1;
             Err(json_error(
                 StatusCode::UNAUTHORIZED,
                 "auth_failed",
@@ -360,9 +428,22 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         .get("idempotency-key")
         .map(|v| v.to_str().ok().map(String::from));
     let max = ctx.shared.config.max_message_bytes;
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect());
+    let body = match read.await {
+        Err(_) => {
+            // hyper closes the connection after this answer: the body was not read to its end.
+            tracing::info!("publish body not received within the deadline");
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -459,6 +540,10 @@ async fn publish(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
 
 /// `GET /api/presence?user=U` / `?channel=C`.
 async fn presence(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    // Who is online and who listens where is private: operators only.
+    if let Err(r) = operator(ctx, req) {
+        return r;
+    }
     #[derive(Serialize)]
     struct UserCount<'a> {
         user: &'a str,
@@ -538,19 +623,222 @@ fn asset(path: &str) -> Resp {
 struct DemoToken<'a> {
     user: &'a str,
     token: &'a str,
+    /// When the token expires (seconds since the epoch).
+    exp: u64,
+    /// What the token opens: the demo user's own private channels.
+    channels: String,
+    /// The truth about it: signed with a throwaway secret of this demo process.
+    note: &'static str,
 }
 
 /// `GET /demo/token?user=42`: in demo mode only, a token for a demo user, so the built-in
-/// board can show that user's private channels.
+/// board can show that user's private channels. The tokens are signed with a secret made up
+/// at start (the demo refuses a configured `jwt_secret`), so they open nothing elsewhere.
 fn demo_token(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
     let tokens = &ctx.shared.config.demo_tokens;
-    let want = query_param(req, "user");
-    match tokens.iter().find(|(u, _)| want.is_none_or(|w| w == u)) {
-        Some((user, token)) => json(StatusCode::OK, &DemoToken { user, token }),
-        None => json_error(
+    if tokens.is_empty() {
+        return json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no demo token (the server is not in demo mode)",
+            "no demo token: the server is not in demo mode",
+        );
+    }
+    let want = query_param(req, "user");
+    match tokens.iter().find(|(u, _)| want.is_none_or(|w| w == u)) {
+        Some((user, token)) => json(
+            StatusCode::OK,
+            &DemoToken {
+                user,
+                token,
+                exp: token_exp(token).unwrap_or(0),
+                channels: format!("user.{user}.**"),
+                note: "demo token signed with a throwaway secret made at start; subscriber role",
+            },
         ),
+        None => {
+            let users: Vec<&str> = tokens.iter().map(|(u, _)| u.as_str()).collect();
+            json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!(
+                    "no demo user `{}`; demo users: {}",
+                    want.unwrap_or(""),
+                    users.join(", ")
+                ),
+            )
+        }
+    }
+}
+
+/// The `exp` claim of a token this process signed (read without verifying).
+fn token_exp(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
+// ---- server API (operators) ----------------------------------------------------------------
+
+/// Largest server-API request body (bytes).
+const API_BODY_MAX: usize = 16 * 1024;
+
+/// Reads and parses a small JSON body under the body deadline.
+#[allow(clippy::result_large_err)]
+async fn api_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), API_BODY_MAX).collect(),
+    );
+    let body = match read.await {
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            ))
+        }
+        Ok(Err(_)) => {
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "could not read the body (at most 16 KiB)",
+            ))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+}
+
+/// `POST /api/disconnect {"user","reason"?}`: closes the user's connections on this node
+/// (4012 with the reason).
+async fn api_disconnect(ctx: &ShardCtx, req: Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, &req) {
+        return r;
+    }
+    let body: super::api::DisconnectReq = match api_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let user: Arc<str> = Arc::from(body.user.as_str());
+    let reason = super::api::close_reason(body.reason.as_deref());
+    let n = super::api::broadcast(ctx, || super::api::AdminCmd::Disconnect {
+        user: user.clone(),
+        reason: reason.clone(),
+    })
+    .await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"user": &*user, "disconnected": n}),
+    )
+}
+
+/// `POST /api/unsubscribe {"user","channel"}`: removes the user's connections on this node
+/// from the channel (each gets `unsubscribed`).
+async fn api_unsubscribe(ctx: &ShardCtx, req: Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, &req) {
+        return r;
+    }
+    let body: super::api::UnsubscribeReq = match api_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(e) = crate::protocol::names::check_channel(&body.channel) {
+        return json_error(StatusCode::BAD_REQUEST, "bad_channel", &e.to_string());
+    }
+    let user: Arc<str> = Arc::from(body.user.as_str());
+    let channel: Arc<str> = Arc::from(body.channel.as_str());
+    let n = super::api::broadcast(ctx, || super::api::AdminCmd::Unsubscribe {
+        user: user.clone(),
+        channel: channel.clone(),
+    })
+    .await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"user": &*user, "channel": &*channel, "unsubscribed": n}),
+    )
+}
+
+/// `GET /api/channels?limit=N`: active channels on this node with subscriber counts, most
+/// first (default 100, at most 1,000).
+async fn api_channels(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, req) {
+        return r;
+    }
+    let limit = query_param(req, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let snaps = status::gather(ctx, limit).await;
+    let m = crate::metrics::merge(&snaps);
+    let channels: Vec<_> = m
+        .top_channels
+        .iter()
+        .take(limit)
+        .map(|(c, n)| serde_json::json!({"channel": &**c, "subscribers": n}))
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"channels": channels, "total": m.channels}),
+    )
+}
+
+/// `GET /api/history?channel=C&since=S&limit=N`: the channel's events retained on this node
+/// after `since` (default 0), oldest first, at most `limit` (default 100, at most 1,000).
+async fn api_history(ctx: &ShardCtx, req: &Request<Incoming>) -> Resp {
+    if let Err(r) = operator(ctx, req) {
+        return r;
+    }
+    let Some(channel) = query_param(req, "channel").map(handshake::percent_decode) else {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "give ?channel=");
+    };
+    if let Err(e) = crate::protocol::names::check_channel(&channel) {
+        return json_error(StatusCode::BAD_REQUEST, "bad_channel", &e.to_string());
+    }
+    let num = |k: &str, default: u64| -> Option<u64> {
+        match query_param(req, k) {
+            None => Some(default),
+            Some(v) => v.parse().ok(),
+        }
+    };
+    let (Some(since), Some(limit)) = (num("since", 0), num("limit", 100)) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`since` and `limit` must be non-negative integers",
+        );
+    };
+    let limit = (limit as usize).clamp(1, super::api::MAX_HISTORY_LIMIT);
+    match super::api::history(ctx, &channel, since, limit).await {
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the channel's shard did not answer",
+        ),
+        Some(None) => json(
+            StatusCode::OK,
+            &serde_json::json!({"channel": channel, "seq": 0, "complete": since == 0, "events": []}),
+        ),
+        Some(Some(h)) => {
+            let events: Vec<serde_json::Value> = h
+                .events
+                .iter()
+                .map(|e| {
+                    let data: serde_json::Value =
+                        serde_json::from_slice(&e.data).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({"seq": e.seq, "ts": e.ts, "event": &*e.event, "data": data})
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"channel": channel, "seq": h.seq, "complete": h.complete, "events": events}),
+            )
+        }
     }
 }

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::auth::{can_subscribe, Denied, Identity, Role};
-use crate::engine::channel::{ChannelKind, ChannelRules};
+use crate::config::LimitedOp;
+use crate::engine::channel::{ChannelKind, ChannelPolicy, ChannelRules};
 use crate::engine::shard::{Overloaded, PubReply};
 use crate::protocol::dialect::Reply;
 use crate::protocol::encode::{self, Authenticated, Pong, Unsubscribed};
@@ -156,7 +157,8 @@ pub fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
     if !admit_op(ctx, peer, &op) {
         return;
     }
-    if !peer.authed.get() && !matches!(op, Op::Auth { .. } | Op::Ping { .. }) {
+    if !peer.authed.get() && !matches!(op, Op::Auth { .. } | Op::AuthData { .. } | Op::Ping { .. })
+    {
         let msg = r#"authenticate first: {"op":"auth","token":"<JWT>"}"#;
         send_error(ctx, peer, op_id(&op), "unauthorized", None, msg);
         return;
@@ -180,6 +182,7 @@ pub fn handle_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: Op) {
             send(ctx, peer, f);
         }
         Op::Auth { id, token } => authenticate(ctx, peer, id.as_ref(), &token),
+        Op::AuthData { id, data } => super::connect_hook::start(ctx, peer, id, data),
     }
 }
 
@@ -216,12 +219,19 @@ fn op_id(op: &Op) -> Option<&Id> {
         | Op::Unsubscribe { id, .. }
         | Op::Publish { id, .. }
         | Op::Ping { id }
-        | Op::Auth { id, .. } => id.as_ref(),
+        | Op::Auth { id, .. }
+        | Op::AuthData { id, .. } => id.as_ref(),
     }
 }
 
 /// Applies the per-connection op rate limit; false when the op must be refused.
 fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
+    admit(ctx, peer, op_id(op))
+}
+
+/// The per-connection op rate limit (see `[limits] ops_per_sec`): false when the op must be
+/// dropped (an error or the 4029 close was queued).
+pub(crate) fn admit(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>) -> bool {
     let now = Instant::now();
     peer.last_op.set(now);
     let allowed = match peer.bucket.borrow_mut().as_mut() {
@@ -248,7 +258,7 @@ fn admit_op(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, op: &Op) -> bool {
             "at most {} ops per second (burst {}); op dropped",
             access.ops_per_sec, access.ops_burst
         );
-        send_error(ctx, peer, op_id(op), "rate_limited", None, &msg);
+        send_error(ctx, peer, id, "rate_limited", None, &msg);
     }
     false
 }
@@ -288,9 +298,15 @@ fn subscribe(
             );
             continue;
         };
+        if let Err(msg) = op_limited(ctx, peer, LimitedOp::Subscribe, resolved.pattern) {
+            send_error(ctx, peer, id.as_ref(), "rate_limited", Some(&name), &msg);
+            continue;
+        }
         let denied = can_subscribe(&peer.identity.borrow(), &resolved, &name);
+        let mut asks_backend = false;
         match denied {
             Ok(()) => {}
+            Err(Denied::AskBackend) => asks_backend = true,
             Err(Denied::Unauthenticated) => {
                 let msg = "this channel needs a token; authenticate with the auth op";
                 send_error(ctx, peer, id.as_ref(), "unauthorized", Some(&name), msg);
@@ -309,43 +325,223 @@ fn subscribe(
                 continue;
             }
         }
-        if max_hz.is_some() && resolved.policy.kind == ChannelKind::Stream {
-            let msg =
-                "max_hz applies to conflated channels only; stream channels deliver every event";
-            send_error(ctx, peer, id.as_ref(), "bad_request", Some(&name), msg);
-            continue;
-        }
-        let max_subs = ctx.shared.config.max_subscriptions;
-        if peer.subs.borrow().len() >= max_subs && !peer.subs.borrow().contains(name.as_str()) {
-            let msg = format!("a connection may hold at most {max_subs} subscriptions");
-            send_error(
-                ctx,
-                peer,
-                id.as_ref(),
-                "too_many_subscriptions",
-                Some(&name),
-                &msg,
-            );
-            continue;
-        }
         let policy = resolved.policy.clone();
         let s = since
             .iter()
             .find(|(c, _)| *c == name)
             .map(|(_, s)| s.clone());
-        let channel: Arc<str> = Arc::from(name);
-        ctx.shard
-            .borrow_mut()
-            .subscribe(peer, channel, &policy, id.clone(), snapshot, s, max_hz);
+        if asks_backend {
+            let url = ctx
+                .shared
+                .config
+                .hooks
+                .subscribe_url(resolved.pattern)
+                .cloned();
+            match url {
+                Some(url) => {
+                    let req = Pending {
+                        id: id.clone(),
+                        policy,
+                        snapshot,
+                        since: s,
+                        max_hz,
+                    };
+                    ask_backend(ctx, peer, Arc::from(name), url, req);
+                }
+                None => {
+                    send_error(
+                        ctx,
+                        peer,
+                        id.as_ref(),
+                        "forbidden",
+                        Some(&name),
+                        "no subscribe hook for this namespace",
+                    );
+                }
+            }
+            continue;
+        }
+        finish_subscribe(
+            ctx,
+            peer,
+            Arc::from(name),
+            Pending {
+                id: id.clone(),
+                policy,
+                snapshot,
+                since: s,
+                max_hz,
+            },
+        );
     }
+}
+
+/// A subscribe whose access check passed (or is waiting for the backend).
+pub(crate) struct Pending {
+    pub(crate) id: Option<Id>,
+    pub(crate) policy: ChannelPolicy,
+    pub(crate) snapshot: bool,
+    pub(crate) since: Option<Since>,
+    pub(crate) max_hz: Option<f64>,
+}
+
+/// The checks after access (`max_hz` fits the kind, the subscription cap), then the shard's
+/// subscribe.
+pub(crate) fn finish_subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, p: Pending) {
+    let name: &str = &channel;
+    if p.max_hz.is_some() && p.policy.kind == ChannelKind::Stream {
+        let msg = "max_hz applies to conflated channels only; stream channels deliver every event";
+        send_error(ctx, peer, p.id.as_ref(), "bad_request", Some(name), msg);
+        return;
+    }
+    let max_subs = ctx.shared.config.max_subscriptions;
+    if peer.subs.borrow().len() >= max_subs && !peer.subs.borrow().contains(name) {
+        let msg = format!("a connection may hold at most {max_subs} subscriptions");
+        send_error(
+            ctx,
+            peer,
+            p.id.as_ref(),
+            "too_many_subscriptions",
+            Some(name),
+            &msg,
+        );
+        return;
+    }
+    ctx.shard.borrow_mut().subscribe(
+        peer,
+        channel.clone(),
+        &p.policy,
+        p.id.clone(),
+        p.snapshot,
+        p.since,
+        p.max_hz,
+    );
+}
+
+/// Applies the backend's subscribe answer: `{"allow": true}` subscribes; anything else is
+/// `forbidden` with the backend's `reason` when it gave one.
+fn apply_backend_answer(
+    ctx: &Rc<ShardCtx>,
+    peer: &Rc<Peer>,
+    channel: Arc<str>,
+    answer: &serde_json::Value,
+    p: Pending,
+) {
+    if answer.get("allow").and_then(|a| a.as_bool()) == Some(true) {
+        finish_subscribe(ctx, peer, channel, p);
+    } else {
+        let reason = answer
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("the backend refused this subscription");
+        tracing::info!(conn = %peer.conn_id(), channel = %channel, "subscribe refused by the backend");
+        send_error(
+            ctx,
+            peer,
+            p.id.as_ref(),
+            "forbidden",
+            Some(&channel),
+            reason,
+        );
+    }
+}
+
+/// Asks the namespace's subscribe hook whether this connection's user may join `channel`
+/// (from the cache when a fresh answer is there). The call runs as a task on this shard; the
+/// answer is applied here when it arrives, so the shard never waits on the backend.
+fn ask_backend(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, channel: Arc<str>, url: Arc<str>, p: Pending) {
+    // Only authenticated users reach here (`can_subscribe` answers `Unauthenticated` first).
+    let Some(user) = peer.identity.borrow().user.clone() else {
+        return;
+    };
+    if let Some(answer) = ctx.hooks.cached(&user, &channel, Instant::now()) {
+        ctx.shared
+            .hook_stats
+            .cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        apply_backend_answer(ctx, peer, channel, &answer, p);
+        return;
+    }
+    let ctx = ctx.clone();
+    let peer = peer.clone();
+    tokio::task::spawn_local(async move {
+        let body = serde_json::json!({
+            "user": &*user,
+            "channel": &*channel,
+            "conn_id": peer.conn_id().to_string(),
+        });
+        let hooks = &ctx.shared.config.hooks;
+        let result = ctx
+            .hooks
+            .call(hooks, &ctx.shared.hook_stats, &url, &body)
+            .await;
+        if peer.is_closing() {
+            return;
+        }
+        ctx.shard.borrow_mut().tick();
+        match result {
+            Ok(answer) => {
+                if !hooks.cache_ttl.is_zero() {
+                    let until = Instant::now() + hooks.cache_ttl;
+                    ctx.hooks
+                        .remember(user, channel.clone(), answer.clone(), until);
+                }
+                apply_backend_answer(&ctx, &peer, channel, &answer, p);
+            }
+            Err(e) => send_error(
+                &ctx,
+                &peer,
+                p.id.as_ref(),
+                "backend_unavailable",
+                Some(&channel),
+                &e.to_string(),
+            ),
+        }
+        ctx.shard.borrow_mut().commit();
+    });
+}
+
+/// Takes one token of every `[[rate_limits]]` rule for `op` on a channel of the namespace
+/// `pattern`; `Err` is the error message (code `rate_limited`). Rules are checked in file
+/// order; a refusal by a later rule leaves the earlier rules' tokens spent.
+fn op_limited(ctx: &ShardCtx, peer: &Peer, op: LimitedOp, pattern: &str) -> Result<(), String> {
+    let rules = &ctx.shared.config.rate_limits;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    for (i, r) in rules.iter().enumerate() {
+        if r.op != op || r.namespace.as_deref().is_some_and(|n| n != pattern) {
+            continue;
+        }
+        let rate = f64::from(r.count) / r.per.as_secs_f64();
+        if let Err(wait) = peer.take_op_limit(i, rate, f64::from(r.count), now) {
+            return Err(format!(
+                "at most {} {} per {} s in namespace `{}`; retry in {:.1} s",
+                r.count,
+                op.as_str(),
+                r.per.as_secs(),
+                r.namespace.as_deref().unwrap_or(pattern),
+                wait.as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `unsubscribe` op: answers with the channels that were subscribed.
 fn unsubscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, channels: &[String]) {
     let mut removed = Vec::new();
     {
-        let mut shard = ctx.shard.borrow_mut();
         for c in channels {
+            let pattern = ctx.shared.engine.rules.resolve(c).map(|r| r.pattern);
+            if let Some(p) = pattern {
+                if let Err(msg) = op_limited(ctx, peer, LimitedOp::Unsubscribe, p) {
+                    send_error(ctx, peer, id, "rate_limited", Some(c), &msg);
+                    continue;
+                }
+            }
+            let mut shard = ctx.shard.borrow_mut();
             if shard.unsubscribe(peer, c) {
                 removed.push(c.as_str());
             }
@@ -368,6 +564,24 @@ fn publish_op(
     events: Vec<PubEvent>,
     single: bool,
 ) {
+    if !ctx.shared.config.rate_limits.is_empty() {
+        for ev in &events {
+            let Some(r) = ctx.shared.engine.rules.resolve(&ev.channel) else {
+                continue; // refused below as unknown_channel
+            };
+            if let Err(msg) = op_limited(ctx, peer, LimitedOp::Publish, r.pattern) {
+                send_error(
+                    ctx,
+                    peer,
+                    id.as_ref(),
+                    "rate_limited",
+                    Some(&ev.channel),
+                    &msg,
+                );
+                return;
+            }
+        }
+    }
     let admitted = admit_publish(&ctx.shared.engine.rules, &peer.identity.borrow(), events);
     let admitted = match admitted {
         Ok(a) => a,
@@ -430,13 +644,15 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
     let current = peer.identity.borrow().user.clone();
     match (&current, &identity.user) {
         (Some(cur), Some(new)) if cur != new => {
+            // `auth_failed` like every refused token (docs/auth.md); the connection keeps its
+            // current identity.
             send_error(
                 ctx,
                 peer,
                 id,
-                "forbidden",
+                "auth_failed",
                 None,
-                "the token is for another user",
+                &crate::auth::AuthError::UserChanged.to_string(),
             );
             return;
         }
@@ -480,9 +696,11 @@ fn authenticate(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<&Id>, token: &st
         let rules = &ctx.shared.engine.rules;
         let who = peer.identity.borrow();
         for n in &names {
-            let allowed = rules
-                .resolve(n)
-                .is_some_and(|r| can_subscribe(&who, &r, n).is_ok());
+            // A hook channel stays: the backend accepted this user, who cannot change on a
+            // refresh.
+            let allowed = rules.resolve(n).is_some_and(|r| {
+                matches!(can_subscribe(&who, &r, n), Ok(()) | Err(Denied::AskBackend))
+            });
             if !allowed {
                 revoked.push(n.clone());
             }

@@ -28,6 +28,8 @@ struct Rare {
     user_slot: Option<UserSlot>,
     /// Deadline for the `auth` op of a connection that has not authenticated.
     auth_deadline: Option<Instant>,
+    /// Per-namespace op limits (`[[rate_limits]]`), one bucket per rule, made on first use.
+    op_limits: Vec<Option<TokenBucket>>,
 }
 
 /// The connection.
@@ -141,6 +143,27 @@ impl Peer {
     pub fn set_auth_deadline(&self, d: Option<Instant>) {
         if d.is_some() || self.rare.borrow().is_some() {
             self.rare_mut().auth_deadline = d;
+        }
+    }
+
+    /// Takes one token of rate-limit rule `rule` (`rate` per second, `burst`); `Err` is how
+    /// long until one is available.
+    pub fn take_op_limit(
+        &self,
+        rule: usize,
+        rate: f64,
+        burst: f64,
+        now: Instant,
+    ) -> Result<(), std::time::Duration> {
+        let mut rare = self.rare_mut();
+        if rare.op_limits.len() <= rule {
+            rare.op_limits.resize_with(rule + 1, || None);
+        }
+        let b = rare.op_limits[rule].get_or_insert_with(|| TokenBucket::new(rate, burst, now));
+        if b.take(now) {
+            Ok(())
+        } else {
+            Err(b.wait())
         }
     }
 

@@ -59,6 +59,8 @@ pub struct Shared {
     pub users: Mutex<HashMap<Arc<str>, usize>>,
     /// When the server started, for uptime.
     pub started: Instant,
+    /// Backend hook counters, for `/metrics`.
+    pub hook_stats: super::hooks::HookStats,
 }
 
 impl Shared {
@@ -170,6 +172,8 @@ pub struct ShardCtx {
     driver_signal: LocalSignal,
     /// Stops the acceptor.
     stop_accept: LocalSignal,
+    /// This shard's backend hook state (calls in flight, breakers, answer cache).
+    pub hooks: super::hooks::ShardHooks,
 }
 
 /// Decrements the open-socket count when an HTTP or WebSocket connection ends.
@@ -295,6 +299,7 @@ impl Server {
             verifier,
             users: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            hook_stats: super::hooks::HookStats::default(),
         });
         let mut listener = Some(listener);
         let mut demo = demo;
@@ -424,6 +429,7 @@ fn shard_main(
             http_drain: tokio::sync::Notify::new(),
             driver_signal: LocalSignal::default(),
             stop_accept: LocalSignal::default(),
+            hooks: super::hooks::ShardHooks::default(),
         });
         if let Some(l) = listener {
             match TcpListener::from_std(l) {
@@ -609,6 +615,17 @@ async fn driver(ctx: Rc<ShardCtx>) {
                         }
                         ShardMsg::Subscribers { channel, reply } => {
                             let _ = reply.send(ctx.shard.borrow().subscribers(&channel));
+                        }
+                        ShardMsg::Admin { cmd, reply } => {
+                            let _ = reply.send(super::api::apply(&ctx, cmd));
+                        }
+                        ShardMsg::History {
+                            channel,
+                            since,
+                            limit,
+                            reply,
+                        } => {
+                            let _ = reply.send(ctx.shard.borrow().history(&channel, since, limit));
                         }
                     }
                 }

@@ -111,6 +111,7 @@ pub async fn ready(ctx: &ShardCtx) -> Result<(), &'static str> {
 pub async fn metrics(ctx: &ShardCtx) -> String {
     let snaps = gather(ctx, 0).await;
     let mut text = metrics::render(&figures(ctx, true), &snaps);
+    ctx.shared.hook_stats.render(&mut text);
     if let Some(cl) = &ctx.shared.cluster {
         crate::cluster::render_metrics(&mut text, &cl.status);
     }
@@ -276,8 +277,9 @@ pub async fn health_websocket(ctx: &ShardCtx) -> Health {
 }
 
 /// `GET /ws/status?top=N`: connections, users, uptime, shard balance and the `N` channels
-/// with the most subscribers (default 20, at most 1,000).
-pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
+/// with the most subscribers (default 20, at most 1,000). Without `private` (the caller is
+/// not an operator), channels whose namespace is not public are left out of the list.
+pub async fn status(ctx: &ShardCtx, top: Option<&str>, private: bool) -> impl Serialize {
     let top = top
         .and_then(|t| t.parse::<usize>().ok())
         .unwrap_or(DEFAULT_TOP)
@@ -296,9 +298,16 @@ pub async fn status(ctx: &ShardCtx, top: Option<&str>) -> impl Serialize {
             channels: s.as_ref().map_or(0, |s| s.channels),
         })
         .collect();
+    let rules = &ctx.shared.engine.rules;
     let top_channels = m
         .top_channels
         .iter()
+        .filter(|(c, _)| {
+            private
+                || rules.resolve(c).is_some_and(|r| {
+                    r.policy.access == crate::engine::channel::ChannelAccess::Public
+                })
+        })
         .take(top)
         .map(|(c, n)| ChannelStatus {
             channel: c.to_string(),

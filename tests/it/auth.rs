@@ -241,7 +241,7 @@ async fn auth_frame_within_the_deadline_then_refresh_then_expiry() {
     c.subscribe(&["user.42.orders"]).await;
     // Refresh with a later expiry; a token for another user is refused and changes nothing.
     c.send(json!({"op":"auth","id":3,"token":user("43")})).await;
-    assert_eq!(c.expect_type("error").await["code"], "forbidden");
+    assert_eq!(c.expect_type("error").await["code"], "auth_failed");
     c.send(json!({"op":"auth","id":4,"token":"bad"})).await;
     assert_eq!(c.expect_type("error").await["code"], "auth_failed");
     c.send(json!({"op":"auth","id":5,"token":token(json!({"sub":"42","exp":exp1+2}))}))

@@ -29,6 +29,9 @@ fn log_path(test: &str, id: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{test}-{id}.log"))
 }
 
+/// The nodes' API key (presence is for operators).
+const CLUSTER_API_KEY: &str = "cluster-test-key";
+
 /// One cluster node: the real binary on an ephemeral port, anonymous subscribe and publish,
 /// two shards, its stderr in [`log_path`]; returns once `/health` says it reached Redis.
 async fn node(redis: &RedisServer, test: &str, id: &str, extra: &[&str]) -> ServerProcess {
@@ -48,6 +51,8 @@ fn spawn_node(redis: &RedisServer, test: &str, id: &str, extra: &[&str]) -> Serv
         "2",
         "--allow-anonymous",
         "--anonymous-publish",
+        "--api-key",
+        CLUSTER_API_KEY,
         "--redis",
         &url,
         "--node-id",
@@ -204,7 +209,8 @@ async fn redis_up_metric(addr: std::net::SocketAddr) -> f64 {
 }
 
 async fn presence(addr: std::net::SocketAddr, query: &str) -> Value {
-    let (st, body) = http(addr, "GET", &format!("/api/presence?{query}"), "").await;
+    let path = format!("/api/presence?{query}");
+    let (st, body) = http_with(addr, "GET", &path, &[("X-Api-Key", CLUSTER_API_KEY)], "").await;
     assert_eq!(st, 200, "GET /api/presence?{query}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }

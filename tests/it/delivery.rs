@@ -184,7 +184,7 @@ async fn snapshot_delivers_history_for_streams_and_latest_for_quotes() {
 fn short_history() -> ChannelRules {
     ChannelRules::new(vec![
         ChannelRule::new("quotes.*", ChannelPolicy::conflated()).unwrap(),
-        ChannelRule::new("*", ChannelPolicy::stream(3)).unwrap(),
+        ChannelRule::new("**", ChannelPolicy::stream(3)).unwrap(),
     ])
 }
 

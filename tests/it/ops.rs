@@ -127,9 +127,9 @@ async fn an_invalid_config_file_fails_at_start_with_file_line_and_reason() {
         ),
         (
             "pattern.toml",
-            "[[channels]]\npattern = \"a.**\"\n",
+            "[[channels]]\npattern = \"a.***\"\n",
             ":1:1: ",
-            "two `*` in a row",
+            "`***`: use `*` (one segment) or `**` (the rest)",
         ),
         ("syntax.toml", "shards = 4\nlisten = \n", ":2:", "string"),
     ];

@@ -20,6 +20,9 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
+    /// A server open like the demo: anonymous publish and subscribe, and the default rules
+    /// followed by the demo's public catch-all (so tests may use names like `acct.5.orders`).
+    /// Tests of the default namespaces set `cfg.rules` themselves (see `namespaces.rs`).
     pub(crate) fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -27,6 +30,8 @@ impl TestServer {
             access: quotecast::config::AccessConfig::open(),
             ..Config::default()
         };
+        cfg.rules
+            .push(quotecast::engine::channel::ChannelRules::public_catch_all());
         tweak(&mut cfg);
         let server = Server::start(cfg).expect("server starts");
         let addr = server.local_addr();

@@ -100,12 +100,12 @@ test("recovered:false when the missed events are no longer retained; live events
   t.after(async () => { await proxy.close(); await srv.stop(); });
   const client = new QuotecastClient({ url: proxy.url, pingIntervalMs: 0, reconnect: FAST });
   t.after(() => client.close());
-  // `misc.*` falls under the catch-all pattern: history 100 (trades.* keeps 1000).
-  const got = collect(client, "misc.gap");
+  // `signals.**` keeps a history of 100 (trades.** keeps 1000).
+  const got = collect(client, "signals.gap");
   const global = [];
   client.on("recoveryFailed", (f) => global.push(f));
   await waitFor(() => got.acks.length === 1, 5_000, "ack");
-  const ev = (n) => Array.from({ length: n }, (_, i) => ({ channel: "misc.gap", event: "tick", data: i }));
+  const ev = (n) => Array.from({ length: n }, (_, i) => ({ channel: "signals.gap", event: "tick", data: i }));
   await publishHttp(srv.port, ev(3));
   await waitFor(() => got.events.length === 3, 5_000, "3 events");
   proxy.blocked = true;

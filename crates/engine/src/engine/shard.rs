@@ -81,6 +81,37 @@ pub enum ShardMsg {
         /// Where the snapshot goes.
         reply: oneshot::Sender<ShardSnapshot>,
     },
+    /// A server-API command for this shard's connections (disconnect a user, unsubscribe a
+    /// user from a channel). The engine does not look inside: the server layer defines and
+    /// applies it, and answers how many connections it touched.
+    Admin {
+        /// The command.
+        cmd: Box<dyn std::any::Any + Send>,
+        /// Connections touched.
+        reply: oneshot::Sender<u64>,
+    },
+    /// Answer with the retained events of a channel this shard is home to (HTTP history).
+    History {
+        /// Channel.
+        channel: String,
+        /// Only events with a larger sequence number.
+        since: u64,
+        /// At most this many (the oldest first).
+        limit: usize,
+        /// `None` when this shard holds no such channel.
+        reply: oneshot::Sender<Option<History>>,
+    },
+}
+
+/// A channel's retained events, for the HTTP history API.
+#[derive(Debug)]
+pub struct History {
+    /// The channel's current sequence number.
+    pub seq: u64,
+    /// Events with `seq > since`, oldest first, at most `limit`.
+    pub events: Vec<Arc<Event>>,
+    /// Whether every event after `since` is retained (false: older ones were trimmed).
+    pub complete: bool,
 }
 
 /// How a publish is answered.
@@ -1243,6 +1274,29 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
         self.owned
             .get(channel)
             .map_or(0, |st| st.interest.iter().map(|&c| c as u64).sum())
+    }
+
+    /// The retained events of `channel` after `since` (at most `limit`, oldest first), or
+    /// `None` when this shard is not home to it.
+    pub fn history(&self, channel: &str, since: u64, limit: usize) -> Option<History> {
+        let st = self.owned.get(channel)?;
+        let complete = st
+            .ring
+            .snapshot()
+            .next()
+            .map_or(since >= st.seq, |first| first.seq <= since + 1);
+        let events = st
+            .ring
+            .snapshot()
+            .filter(|e| e.seq > since)
+            .take(limit)
+            .cloned()
+            .collect();
+        Some(History {
+            seq: st.seq,
+            events,
+            complete,
+        })
     }
 
     /// Channels this shard is home to, with their subscription counts (for status).

@@ -37,6 +37,8 @@ pub enum CloseCode {
     TooManyConnections,
     /// 4011: idle with no subscription.
     IdleTimeout,
+    /// 4012: disconnected by an operator through the server API (the reason says why).
+    Disconnected,
     /// 4029: op rate limit exceeded repeatedly.
     RateLimited,
     /// Any other code a client sent.
@@ -45,7 +47,7 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every named code, for tables and tests.
-    pub const ALL: [CloseCode; 17] = [
+    pub const ALL: [CloseCode; 18] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -62,6 +64,7 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::TooManyConnections,
         CloseCode::IdleTimeout,
+        CloseCode::Disconnected,
         CloseCode::RateLimited,
     ];
 
@@ -84,6 +87,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4008,
             CloseCode::TooManyConnections => 4010,
             CloseCode::IdleTimeout => 4011,
+            CloseCode::Disconnected => 4012,
             CloseCode::RateLimited => 4029,
             CloseCode::Other(c) => c,
         }
@@ -117,6 +121,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::TooManyConnections => "too_many_connections",
             CloseCode::IdleTimeout => "idle_timeout",
+            CloseCode::Disconnected => "disconnected",
             CloseCode::RateLimited => "rate_limited",
             CloseCode::Other(_) => "other",
         }

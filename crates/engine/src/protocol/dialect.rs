@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::encode::{
     event_json, event_msgpack, v1_reply, Authenticated, Conflated, ErrorMsg, EventParts, Format,
-    Pong, Published, Shutdown, Subscribed, Unsubscribed, Welcome,
+    Pong, Published, RpcResult, Shutdown, Subscribed, Unsubscribed, Welcome,
 };
 use super::op::{parse_json, parse_msgpack, Op, ParseFailure};
 
@@ -45,6 +45,8 @@ pub enum Reply<'a> {
     Conflated(Conflated<'a>),
     /// The server is going away.
     Shutdown(Shutdown<'a>),
+    /// The backend answered a forwarded op (rpc hook).
+    Rpc(RpcResult<'a>),
 }
 
 /// A set of dialects (which frames an event should carry from the start).
@@ -112,6 +114,7 @@ impl Format {
             Reply::Authenticated(m) => v1_reply(self, m),
             Reply::Conflated(m) => v1_reply(self, m),
             Reply::Shutdown(m) => v1_reply(self, m),
+            Reply::Rpc(m) => v1_reply(self, m),
         }
     }
 

@@ -238,6 +238,22 @@ pub struct ErrorMsg<'a> {
     pub message: &'a str,
 }
 
+/// `{"type":"rpc","id":7,"op":"join_challenge","result":{...}}`: the application backend's
+/// answer to a client op the server forwarded (the rpc hook).
+#[derive(Debug, Serialize)]
+pub struct RpcResult<'a> {
+    /// Always "rpc".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Echoed id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a Id>,
+    /// The op the client sent.
+    pub op: &'a str,
+    /// The backend's `result` (null when it gave none).
+    pub result: &'a serde_json::Value,
+}
+
 /// `{"type":"authenticated",...}`
 #[derive(Debug, Serialize)]
 pub struct Authenticated<'a> {

@@ -161,6 +161,26 @@ impl Decoder {
         }
     }
 
+    /// Changes the largest accepted message (the server lowers it until a connection has
+    /// authenticated). A message already being assembled keeps the limit it started with
+    /// only if it still fits the new one; otherwise it is dropped as too large.
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+        if self
+            .frag
+            .as_ref()
+            .is_some_and(|(_, b)| b.len() > max_message)
+        {
+            self.frag = None;
+            self.discard_message = true;
+        }
+    }
+
+    /// The largest accepted message.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     /// Decodes as many complete frames from `input` as possible, unmasking them in place and
     /// calling `on` for each complete message. Returns how many bytes were consumed; the
     /// caller keeps the rest for the next read. Stops early when `on` returns `false`.

@@ -27,7 +27,8 @@ pub enum NameError {
     EmptySegment,
 }
 
-fn channel_byte_ok(b: u8) -> bool {
+/// Whether a byte may appear in a channel name.
+pub fn channel_byte_ok(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-' | b'@' | b'=' | b'#')
 }
 

@@ -133,6 +133,14 @@ pub enum Op {
         /// The token.
         token: String,
     },
+    /// Authenticate with credentials the application's backend checks (the connect hook):
+    /// `{"op":"auth","data":{...}}`, e.g. seeds/002's `{"sessionID","userId"}`.
+    AuthData {
+        /// Echoed id.
+        id: Option<Id>,
+        /// The credentials, as JSON bytes (forwarded to the backend as they are).
+        data: Bytes,
+    },
 }
 
 /// Why a message is not a valid op. `code()` is the stable error code for the client.
@@ -419,9 +427,14 @@ fn build<D: DataBytes>(raw: RawOp<'_, D>) -> Result<Op, ParseFailure> {
             Ok(Op::Publish { id, events, single })
         }
         "ping" => Ok(Op::Ping { id }),
-        "auth" => match raw.token {
-            Some(token) => Ok(Op::Auth { id, token }),
-            None => bad("missing field `token`".into()),
+        "auth" => match (raw.token, raw.data) {
+            (Some(token), None) => Ok(Op::Auth { id, token }),
+            (None, Some(data)) => match data.into_bytes() {
+                Ok(data) => Ok(Op::AuthData { id, data }),
+                Err(e) => Err((id, e)),
+            },
+            (Some(_), Some(_)) => bad("give either `token` or `data`, not both".into()),
+            (None, None) => bad("missing field `token`".into()),
         },
         other => {
             let mut name: String = other.chars().take(32).collect();
@@ -546,6 +559,20 @@ mod tests {
             assert_eq!(err.1.code(), "bad_request", "{bad:?}");
         }
         assert!(check_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
+    }
+
+    #[test]
+    fn auth_takes_a_token_or_backend_data() {
+        assert!(matches!(
+            parse_json(br#"{"op":"auth","id":1,"data":{"sessionID":"s","userId":"u-1"}}"#),
+            Ok(Op::AuthData { data, .. }) if &data[..] == br#"{"sessionID":"s","userId":"u-1"}"#
+        ));
+        assert!(matches!(
+            parse_json(br#"{"op":"auth","token":"t"}"#),
+            Ok(Op::Auth { .. })
+        ));
+        let both = parse_json(br#"{"op":"auth","token":"t","data":{}}"#).unwrap_err();
+        assert_eq!(both.1.code(), "bad_request");
     }
 
     #[test]
