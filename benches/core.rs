@@ -186,6 +186,7 @@ fn simd_pub_event(p: &simd_json::OwnedValue) -> Option<PubEvent> {
         channel: channel.to_owned(),
         event: event.to_owned(),
         data: Bytes::from(data),
+        exclude: 0,
     })
 }
 
@@ -634,6 +635,7 @@ fn bench_fanout_engine(c: &mut Criterion) {
                             channel: channel.to_string(),
                             event: EVENT.to_string(),
                             data: data.clone(),
+                            exclude: 0,
                         }],
                         |_| PubReply::None,
                     )
@@ -667,6 +669,7 @@ fn bench_shards(c: &mut Criterion) {
                     },
                     epoch: Arc::from("bench"),
                     cluster: None,
+                    acks: None,
                 });
                 let start = std::sync::Barrier::new(n + 1);
                 let mut elapsed = Duration::ZERO;
@@ -687,6 +690,7 @@ fn bench_shards(c: &mut Criterion) {
                                             channel: names[(i + k) % names.len()].clone(),
                                             event: EVENT.to_string(),
                                             data: data.clone(),
+                                            exclude: 0,
                                         })
                                         .collect();
                                     shard

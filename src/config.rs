@@ -79,6 +79,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Cluster mode on Redis, when `Some` (`--redis`). Default off: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// Pusher-compatible applications (`[[pusher.apps]]`; `docs/pusher.md`). Default none:
+    /// `/app/{key}` and `/apps/{id}/...` answer "app does not exist".
+    pub pusher_apps: Vec<crate::pusher::config::PusherApp>,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             demo: None,
             log: LogConfig::default(),
             cluster: None,
+            pusher_apps: Vec::new(),
         }
     }
 }
@@ -365,6 +369,8 @@ pub struct RawConfig {
     pub cluster: RawCluster,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
+    /// `[pusher]` with its `[[pusher.apps]]`.
+    pub pusher: crate::pusher::config::RawPusher,
 }
 
 /// `[queue]`: when a stream subscriber is a slow consumer.
@@ -589,6 +595,7 @@ impl Default for RawConfig {
                 quotes_per_sec: d.quotes_per_sec,
             },
             cluster: RawCluster::from_config(c.cluster.as_ref()),
+            pusher: Default::default(),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
                 ch("quotes.*", Conflated, 1, Public),
@@ -773,6 +780,11 @@ impl RawConfig {
                 .clone()
                 .into_config()
                 .map_err(|(key, reason)| invalid(key, reason))?,
+            pusher_apps: self
+                .pusher
+                .clone()
+                .into_apps()
+                .map_err(|(key, reason)| invalid(&key, reason))?,
         };
         cfg.validate()?;
         Ok(cfg)

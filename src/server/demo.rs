@@ -38,6 +38,7 @@ pub(crate) async fn run(ctx: Rc<ShardCtx>, cfg: DemoConfig) {
                 channel: e.channel,
                 event: e.event.to_string(),
                 data: e.data.into(),
+                exclude: 0,
             })
             .collect();
         let mut shard = ctx.shard.borrow_mut();

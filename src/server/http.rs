@@ -88,6 +88,7 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
             r
         }
         (&Method::GET, "/demo/token") => demo_token(&ctx, &req),
+        (_, p) if crate::pusher::api::is_api_path(p) => crate::pusher::api::handle(ctx, req).await,
         (
             _,
             "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"

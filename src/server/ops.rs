@@ -276,6 +276,13 @@ fn subscribe(
             );
             continue;
         }
+        if ctx.shared.pusher.is_pusher_private(&name) {
+            // A Pusher app's private, presence and server-to-user channels are served to
+            // Pusher connections with the app's signature only (`docs/pusher.md`).
+            let msg = "a Pusher private or presence channel: connect with a Pusher client";
+            send_error(ctx, peer, id.as_ref(), "forbidden", Some(&name), msg);
+            continue;
+        }
         let rules = &ctx.shared.engine.rules;
         let Some(resolved) = rules.resolve(&name) else {
             send_error(
@@ -533,6 +540,7 @@ mod tests {
             channel: channel.into(),
             event: "e".into(),
             data: Bytes::from_static(b"1"),
+            exclude: 0,
         }
     }
 

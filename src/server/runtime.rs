@@ -59,6 +59,8 @@ pub struct Shared {
     pub users: Mutex<HashMap<Arc<str>, usize>>,
     /// When the server started, for uptime.
     pub started: Instant,
+    /// The Pusher apps and their shared state (`/app/{key}`, `/apps/{id}/...`).
+    pub pusher: Arc<crate::pusher::Registry>,
 }
 
 impl Shared {
@@ -242,6 +244,7 @@ impl Server {
             )?),
             None => None,
         };
+        let pusher = Arc::new(crate::pusher::Registry::new(config.pusher_apps.clone()));
         let engine = Arc::new(EngineConfig {
             rules: config.rules.clone(),
             queue: config.queue,
@@ -249,6 +252,8 @@ impl Server {
             cluster: cluster
                 .clone()
                 .map(|c| c as Arc<dyn crate::engine::port::ClusterPort>),
+            acks: (!pusher.apps.is_empty())
+                .then(|| pusher.clone() as Arc<dyn crate::engine::shard::AckHook>),
         });
         let shared = Arc::new(Shared {
             config,
@@ -260,6 +265,7 @@ impl Server {
             verifier,
             users: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            pusher,
         });
         let mut listener = Some(listener);
         let mut demo = demo;

@@ -182,6 +182,7 @@ impl Harness {
             queue: limits,
             epoch: Arc::from("harness"),
             cluster: None,
+            acks: None,
         });
         let now = Instant::now();
         let shards = (0..n)
@@ -284,6 +285,7 @@ impl Harness {
             channel: channel.to_string(),
             event: event.to_string(),
             data: Bytes::copy_from_slice(data.as_bytes()),
+            exclude: 0,
         };
         let (now, unix) = (self.now, self.unix_ns());
         let s = &mut self.shards[shard];

@@ -60,6 +60,10 @@ pub struct PubEvent {
     pub event: String,
     /// The payload as compact-or-verbatim JSON bytes.
     pub data: Bytes,
+    /// A connection (session id) the event must not reach, or 0 for none (Pusher's
+    /// `socket_id` exclusion and client events). Single node only: cluster mode does not
+    /// carry it through Redis.
+    pub exclude: u64,
 }
 
 /// A parsed client op.
@@ -424,6 +428,7 @@ fn pub_event<D: DataBytes>(
         channel: channel.into_owned(),
         event: event.into_owned(),
         data: data.into_bytes()?,
+        exclude: 0,
     })
 }
 
