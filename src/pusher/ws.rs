@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::sign;
 use crate::auth::TokenBucket;
-use crate::engine::channel::ChannelPolicy;
+use crate::engine::channel::{ChannelAccess, ChannelPolicy};
 use crate::engine::shard::PubReply;
 use crate::protocol::encode::echo;
 use crate::protocol::op::PubEvent;
@@ -306,6 +306,23 @@ fn subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, d: SubscribeData) {
         }
     }
     let engine_name = app.engine_channel(name);
+    // A rule that covers the name gives its kind and history (conflation applies to Pusher
+    // subscribers too); otherwise a stream with no history, as Pusher channels have.
+    let rule = ctx
+        .shared
+        .engine
+        .rules
+        .resolve(&engine_name)
+        .map(|r| r.policy.clone());
+    let restricted = rule
+        .as_ref()
+        .is_some_and(|p| p.access != ChannelAccess::Public);
+    if restricted && !private && !presence {
+        // Public in Pusher's model, but one of quotecast's own owner/grant channels
+        // (`user.{user}.*`, ...): never readable without the app's signature.
+        let text = "A restricted channel: use a private- or presence- name";
+        return sub_error(ctx, peer, name, "AuthError", text, 403);
+    }
     if peer.subs.borrow().contains(engine_name.as_str()) {
         return; // already subscribed: Pusher answers nothing new
     }
@@ -332,15 +349,7 @@ fn subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, d: SubscribeData) {
         }
     }
     reg.subscribed(app_i, &channel);
-    // A rule that covers the name gives its kind and history (conflation applies to Pusher
-    // subscribers too); otherwise a stream with no history, as Pusher channels have.
-    let policy = ctx
-        .shared
-        .engine
-        .rules
-        .resolve(&channel)
-        .map(|r| r.policy.clone())
-        .unwrap_or(ChannelPolicy::stream(0));
+    let policy = rule.unwrap_or(ChannelPolicy::stream(0));
     ctx.shard
         .borrow_mut()
         .subscribe(peer, channel.clone(), &policy, None, false, None, None);

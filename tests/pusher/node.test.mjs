@@ -240,6 +240,11 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
     const signed = api.authorizeChannel(sid, "presence-room", { user_id: "1" });
     r.send({ event: "pusher:subscribe", data: { channel: "presence-room", auth: signed.auth, channel_data: JSON.stringify({ user_id: "2" }) } });
     await until(() => r.msgs.filter((m) => m.event === "pusher:subscription_error").length === 2 || undefined, "presence mismatch refused");
+    // quotecast's own owner-only channels (user.{user}.*) are not public to Pusher clients.
+    r.send({ event: "pusher:subscribe", data: { channel: "user.42.orders" } });
+    const e3 = await until(() => r.msgs.filter((m) => m.event === "pusher:subscription_error")[2], "owner channel refused");
+    assert.equal(e3.channel, "user.42.orders");
+    assert.equal(e3.data.status, 403);
     r.send({ event: "pusher:ping", data: {} });
     await until(() => r.msgs.find((m) => m.event === "pusher:pong"), "pong");
 
