@@ -12,6 +12,8 @@ import Pusher from "pusher";
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const BIN = process.env.QUOTECAST_BIN || `${ROOT}target/release/quotecast`;
 export const APP = { appId: "1001", key: "app-key", secret: "app-secret-0123456789" };
+/** The app's end-to-end encryption master key (known to the app and its SDK, never to quotecast). */
+export const MASTER_KEY = Buffer.alloc(32, 7).toString("base64");
 
 /** A config file with two Pusher apps: the test app (client events on) and a disabled one. */
 function configFile() {
@@ -80,7 +82,9 @@ export async function startServer({ port = 0 } = {}) {
 
 /** The official server SDK pointed at the test server. */
 export function sdk(port, secret = APP.secret) {
-  return new Pusher({ ...APP, secret, host: "127.0.0.1", port: String(port), useTLS: false });
+  return new Pusher({
+    ...APP, secret, host: "127.0.0.1", port: String(port), useTLS: false, encryptionMasterKeyBase64: MASTER_KEY,
+  });
 }
 
 /**

@@ -138,6 +138,22 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
     assert.deepEqual(got[2], { n: 4 }, "the excluded socket did not get n:3");
   });
 
+  await t.test("private-encrypted: the SDK encrypts, pusher-js decrypts, quotecast relays ciphertext", async () => {
+    const ch = await subscribed(a, "private-encrypted-orders");
+    const got = collect(ch, "Secret");
+    const r = await raw(port);
+    const sid = r.msgs[0].data.socket_id;
+    r.send({ event: "pusher:subscribe", data: { channel: "private-encrypted-orders", auth: api.authorizeChannel(sid, "private-encrypted-orders").auth } });
+    await until(() => r.msgs.find((m) => m.event === "pusher_internal:subscription_succeeded"), "raw subscribed");
+    await api.trigger("private-encrypted-orders", "Secret", { card: "4111" });
+    await until(() => got.length === 1 || undefined, "decrypted event");
+    assert.deepEqual(got[0], { card: "4111" });
+    const seen = await until(() => r.msgs.find((m) => m.event === "Secret"), "ciphertext at the raw socket");
+    assert.ok(seen.data.ciphertext && seen.data.nonce, "ciphertext and nonce relayed");
+    assert.ok(!JSON.stringify(seen).includes("4111"), "no plaintext on the wire");
+    r.ws.close();
+  });
+
   await t.test("client events: relayed to others, never echoed, only on private channels", async () => {
     const chA = a.channel("private-App.Models.User.1");
     const chB = b.channel("private-App.Models.User.1");
