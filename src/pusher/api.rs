@@ -50,7 +50,7 @@ fn bad(msg: impl Into<String>) -> Resp {
 }
 
 /// Decoded `key=value` pairs of a query string (`+` is a space, `%XX` an escape).
-fn query_pairs(q: &str) -> Vec<(String, String)> {
+pub fn query_pairs(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {

@@ -204,6 +204,21 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
     assert.equal(added.length, 1, "one member_added per user");
   });
 
+  await t.test("presence member limit (max_presence_members = 3): the fourth user is refused", async () => {
+    const cs = ["31", "32", "33", "34"].map((u) => client(port, auth.port, u));
+    t.after(() => cs.forEach((c) => c.disconnect()));
+    for (const c of cs.slice(0, 3)) {
+      await connected(c);
+      await subscribed(c, "presence-limited");
+    }
+    await connected(cs[3]);
+    const ch = cs[3].subscribe("presence-limited");
+    const err = await new Promise((resolve) => ch.bind("pusher:subscription_error", resolve));
+    assert.equal(err.type, "LimitReached");
+    assert.equal(err.status, 4100);
+    assert.equal(ch.subscribed, false);
+  });
+
   await t.test("user authentication (signin) and server-to-user messages, terminate_connections", async () => {
     const u = client(port, auth.port, "7");
     t.after(() => u.disconnect());
