@@ -112,7 +112,10 @@ pub async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Resp {
         return text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
     }
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let segs: Vec<&str> = tail.split('/').collect();
+    // Path segments are percent-decoded (`%23server-to-user-1`); the signature covers the
+    // path as sent.
+    let decoded: Vec<String> = tail.split('/').map(percent_decode).collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match (&method, segs.as_slice()) {
         (&Method::POST, ["events"]) => events(&ctx, app, &body).await,
         (&Method::POST, ["batch_events"]) => batch(&ctx, app, &body).await,
