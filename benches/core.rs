@@ -187,6 +187,7 @@ fn simd_pub_event(p: &simd_json::OwnedValue) -> Option<PubEvent> {
         event: event.to_owned(),
         data: Bytes::from(data),
         key: None,
+        exclude: 0,
     })
 }
 
@@ -636,6 +637,7 @@ fn bench_fanout_engine(c: &mut Criterion) {
                             event: EVENT.to_string(),
                             data: data.clone(),
                             key: None,
+                            exclude: 0,
                         }],
                         |_| PubReply::None,
                     )
@@ -669,6 +671,7 @@ fn bench_shards(c: &mut Criterion) {
                     },
                     epoch: Arc::from("bench"),
                     cluster: None,
+                    acks: None,
                 });
                 let start = std::sync::Barrier::new(n + 1);
                 let mut elapsed = Duration::ZERO;
@@ -690,6 +693,7 @@ fn bench_shards(c: &mut Criterion) {
                                             event: EVENT.to_string(),
                                             data: data.clone(),
                                             key: None,
+                                            exclude: 0,
                                         })
                                         .collect();
                                     shard

@@ -51,3 +51,6 @@ cargo build --release --locked -p quotecast -p loadtest
 
 echo "== TypeScript client and the live board (node tests against a real server, headless Chromium)"
 bash clients/js/test.sh
+
+echo "== Pusher protocol: pusher-js, laravel-echo (headless chromium), the pusher SDKs (npm, PyPI)"
+bash tests/pusher/test.sh

@@ -84,6 +84,9 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Per-namespace op rate limits (`[[rate_limits]]`), in file order. Default: none.
     pub rate_limits: Vec<OpLimit>,
+    /// Pusher-compatible applications (`[[pusher.apps]]`; `docs/pusher.md`). Default none:
+    /// `/app/{key}` and `/apps/{id}/...` answer "app does not exist".
+    pub pusher_apps: Vec<crate::pusher::config::PusherApp>,
 }
 
 /// Which op a [`OpLimit`] counts.
@@ -214,6 +217,7 @@ impl Default for Config {
             cluster: None,
             hooks: HooksConfig::default(),
             rate_limits: Vec::new(),
+            pusher_apps: Vec::new(),
         }
     }
 }
@@ -475,6 +479,8 @@ pub struct RawConfig {
     pub rate_limits: Vec<RawOpLimit>,
     /// `[[channels]]`, first match wins; when present, replaces the whole default list.
     pub channels: Vec<RawChannel>,
+    /// `[pusher]` with its `[[pusher.apps]]`.
+    pub pusher: crate::pusher::config::RawPusher,
 }
 
 /// `[queue]`: when a stream subscriber is a slow consumer.
@@ -743,6 +749,7 @@ impl Default for RawConfig {
                 rpc_url: String::new(),
             },
             rate_limits: Vec::new(),
+            pusher: Default::default(),
             // The same list as `ChannelRules::defaults` (a unit test compares them).
             channels: vec![
                 ch("quotes.**", Conflated, 1, Public),
@@ -1032,6 +1039,11 @@ impl RawConfig {
                     per: Duration::from_secs(r.per_secs),
                 })
                 .collect(),
+            pusher_apps: self
+                .pusher
+                .clone()
+                .into_apps()
+                .map_err(|(key, reason)| invalid(&key, reason))?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -35,6 +35,8 @@
 //!   thread that has Redis sequence publishes, delivers them to the home shards in order,
 //!   fills gaps from Redis history, and keeps cluster-wide presence. Its decisions per
 //!   channel are pure (`cluster::tracker`); the rest is I/O.
+//! - [`pusher`]: the Pusher protocol 7 endpoint (`/app/{key}`) and HTTP API
+//!   (`/apps/{id}/...`) on the same engine: apps, signatures, presence, client events.
 //! - [`config`]: the validated configuration, its defaults, and the TOML file it is read
 //!   from; `config::explain` says what a channel name gets (`channels explain`).
 //! - [`clock`]: wall-clock time, for the layers that do I/O.
@@ -63,6 +65,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod pusher;
 pub mod server;
 
 pub use quotecast_engine::{engine, protocol};

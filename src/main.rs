@@ -391,6 +391,16 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
             )?;
             cfg.demo_tokens.push((user.to_string(), token));
         }
+        // A demo Pusher app (`docs/pusher.md`) on the same channels, unless apps are configured.
+        if cfg.pusher_apps.is_empty() {
+            let mut b = [0u8; 16];
+            rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+            let secret = quotecast::pusher::sign::hex(&b);
+            cfg.pusher_apps
+                .push(quotecast::pusher::config::PusherApp::new(
+                    "demo", "demo-key", &secret,
+                ));
+        }
     }
     let a_jwt = &cfg.access.jwt;
     let keys = a_jwt.hs256_secret.is_some()
@@ -416,6 +426,7 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     raise_open_file_limit();
     let shards = cfg.shards;
     let demo_tokens = cfg.demo_tokens.clone();
+    let pusher_apps = cfg.pusher_apps.clone();
     let server = Server::start(cfg)?;
     let addr = server.local_addr();
     // Machine-readable line for scripts and the load tester.
@@ -438,6 +449,13 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
         eprintln!("  Private channels user.<id>.** need the user's token (24 h, signed with a throwaway secret of this process):");
         for (user, token) in &demo_tokens {
             eprintln!("    user {user}: ws://{addr}/ws?token={token}");
+        }
+        for app in &pusher_apps {
+            eprintln!(
+                "  Pusher app (pusher-js, Laravel Echo, Pusher server SDKs; docs/pusher.md):\n    \
+                 app_id={} key={} secret={}  ws://{addr}/app/{}?protocol=7  channels: quotes.AAPL, trades.AAPL, ...",
+                app.id, app.key, app.secret, app.key
+            );
         }
         eprintln!();
     }

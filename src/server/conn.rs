@@ -22,7 +22,7 @@ use crate::engine::session::SessionState as PeerState;
 use crate::protocol::dialect::Reply;
 use crate::protocol::encode::Welcome;
 use crate::protocol::frame::{close_frame, frame, Message, OpCode};
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, Format};
 
 /// How long a closing connection may take to flush its close frame and say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -51,15 +51,19 @@ pub fn open(
         shard.commit();
     }
     let user = peer.identity.borrow().user.clone();
-    let welcome = peer.format.reply(&Reply::Welcome(Welcome {
-        kind: "welcome",
-        protocol: 1,
-        conn_id: &peer.conn_id(),
-        user: user.as_deref(),
-        heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
-        format: peer.format.as_str(),
-        server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
-    }));
+    let welcome = if peer.format == Format::Pusher {
+        crate::pusher::ws::welcome(peer)
+    } else {
+        peer.format.reply(&Reply::Welcome(Welcome {
+            kind: "welcome",
+            protocol: 1,
+            conn_id: &peer.conn_id(),
+            user: user.as_deref(),
+            heartbeat_ms: ctx.shared.config.heartbeat.as_millis() as u64,
+            format: peer.format.as_str(),
+            server: concat!("quotecast/", env!("CARGO_PKG_VERSION")),
+        }))
+    };
     peer.out.borrow_mut().push_control(welcome);
     if !leftover.is_empty() && !peer.is_closing() {
         let mut buf = leftover.to_vec();
@@ -174,6 +178,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, peer: Rc<Peer>, remote: Option<std::net::S
         reason = %reason,
         "connection closed"
     );
+    // A Pusher connection's presence memberships end (member_removed) and its counts go.
+    crate::pusher::ws::gone(&ctx, &peer);
     {
         let mut shard = ctx.shard.borrow_mut();
         shard.stats.count_disconnect(code);
@@ -331,6 +337,14 @@ fn handle_message(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: Message<'_>) -> bool
         return false;
     }
     match msg {
+        Message::Text(t) if peer.format == Format::Pusher => {
+            crate::pusher::ws::handle(ctx, peer, t)
+        }
+        Message::Binary(_) if peer.format == Format::Pusher => ops::send(
+            ctx,
+            peer,
+            crate::protocol::pusher::error(None, "Binary messages are not supported"),
+        ),
         Message::Text(t) => dispatch(ctx, peer, false, t),
         Message::Binary(b) => dispatch(ctx, peer, true, b),
         Message::Ping(p) => {

@@ -39,6 +39,7 @@ pub(crate) async fn run(ctx: Rc<ShardCtx>, cfg: DemoConfig) {
                 event: e.event.to_string(),
                 data: e.data.into(),
                 key: None,
+                exclude: 0,
             })
             .collect();
         let mut shard = ctx.shard.borrow_mut();

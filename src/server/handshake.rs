@@ -117,6 +117,8 @@ pub struct UpgradeReq {
     pub origin: Option<String>,
     /// `Cookie`, if sent (forwarded to the connect hook).
     pub cookie: Option<String>,
+    /// `GET /app/{key}`: a Pusher protocol connection (`docs/pusher.md`).
+    pub pusher: Option<crate::pusher::ws::PusherUpgrade>,
 }
 
 impl std::fmt::Debug for UpgradeReq {
@@ -133,8 +135,11 @@ impl std::fmt::Debug for UpgradeReq {
 fn classify(req: &httparse::Request<'_, '_>) -> Option<UpgradeReq> {
     let p = req.path?;
     let (path, query) = p.split_once('?').unwrap_or((p, ""));
+    let pusher_key = path
+        .strip_prefix("/app/")
+        .filter(|k| !k.is_empty() && !k.contains('/'));
     let is_upgrade = req.method == Some("GET")
-        && path == "/ws"
+        && (path == "/ws" || pusher_key.is_some())
         && has_token(req, "upgrade", "websocket")
         && has_token(req, "connection", "upgrade");
     let version_ok = header(req, "sec-websocket-version").any(|v| v.trim() == "13");
@@ -156,6 +161,10 @@ fn classify(req: &httparse::Request<'_, '_>) -> Option<UpgradeReq> {
             token,
             origin,
             cookie,
+            pusher: pusher_key.map(|k| crate::pusher::ws::PusherUpgrade {
+                key: percent_decode(k),
+                protocol: query_param(query, "protocol").map(str::to_string),
+            }),
         }),
         // Not an upgrade, or a faulty one: hyper's handler gives the precise answer.
         _ => None,
@@ -254,6 +263,10 @@ async fn upgrade(
     }
     let leftover = Bytes::from(buf.split_off(head_len));
     drop(buf);
+    if let Some(p) = req.pusher {
+        crate::pusher::ws::start(ctx, stream, guard, leftover, p);
+        return;
+    }
     start(
         ctx, stream, guard, leftover, req.format, req.token, req.cookie,
     );

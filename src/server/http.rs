@@ -117,6 +117,7 @@ async fn handle(ctx: Rc<ShardCtx>, req: Request<Incoming>) -> Result<Resp, Infal
         (&Method::POST, "/api/unsubscribe") => api_unsubscribe(&ctx, req).await,
         (&Method::GET, "/api/channels") => api_channels(&ctx, &req).await,
         (&Method::GET, "/api/history") => api_history(&ctx, &req).await,
+        (_, p) if crate::pusher::api::is_api_path(p) => crate::pusher::api::handle(ctx, req).await,
         (
             _,
             "/ws" | "/api/publish" | "/health" | "/ready" | "/ws/status" | "/health/websocket"

@@ -286,6 +286,13 @@ fn subscribe(
             );
             continue;
         }
+        if ctx.shared.pusher.is_pusher_private(&name) {
+            // A Pusher app's private, presence and server-to-user channels are served to
+            // Pusher connections with the app's signature only (`docs/pusher.md`).
+            let msg = "a Pusher private or presence channel: connect with a Pusher client";
+            send_error(ctx, peer, id.as_ref(), "forbidden", Some(&name), msg);
+            continue;
+        }
         let rules = &ctx.shared.engine.rules;
         let Some(resolved) = rules.resolve(&name) else {
             send_error(
@@ -752,6 +759,7 @@ mod tests {
             event: "e".into(),
             data: Bytes::from_static(b"1"),
             key: None,
+            exclude: 0,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::engine::outbound::QueueLimits;
 use crate::engine::session::{Session, SessionState};
 use crate::protocol::frame::Decoder;
 use crate::protocol::Format;
+use crate::pusher::ws::PusherConn;
 
 /// Most `writev` calls per flush before yielding to other connections (bounded work per
 /// poll, quinn's `WorkLimiter` idea): 16 × [`MAX_IOV`] frames.
@@ -30,6 +31,8 @@ struct Rare {
     auth_deadline: Option<Instant>,
     /// Per-namespace op limits (`[[rate_limits]]`), one bucket per rule, made on first use.
     op_limits: Vec<Option<TokenBucket>>,
+    /// A Pusher connection's app, socket id, presence memberships (`None` on `/ws`).
+    pusher: Option<Box<PusherConn>>,
 }
 
 /// The connection.
@@ -56,7 +59,7 @@ pub struct Peer {
     pub decoder: RefCell<Decoder>,
     /// Tail of a frame that has not fully arrived (usually empty, then unallocated).
     pub inbuf: RefCell<Vec<u8>>,
-    /// A user slot and an auth deadline, allocated on first use.
+    /// A user slot, an auth deadline, a Pusher connection's state, allocated on first use.
     rare: RefCell<Option<Box<Rare>>>,
 }
 
@@ -165,6 +168,35 @@ impl Peer {
         } else {
             Err(b.wait())
         }
+    }
+
+    /// A Pusher connection's state.
+    pub fn pusher(&self) -> Option<std::cell::Ref<'_, PusherConn>> {
+        std::cell::Ref::filter_map(self.rare.borrow(), |r| {
+            r.as_ref().and_then(|r| r.pusher.as_deref())
+        })
+        .ok()
+    }
+
+    /// A Pusher connection's state, to change.
+    pub fn pusher_mut(&self) -> Option<std::cell::RefMut<'_, PusherConn>> {
+        std::cell::RefMut::filter_map(self.rare.borrow_mut(), |r| {
+            r.as_mut().and_then(|r| r.pusher.as_deref_mut())
+        })
+        .ok()
+    }
+
+    /// Makes this a Pusher connection of the app in `p`.
+    pub fn set_pusher(&self, p: PusherConn) {
+        self.rare_mut().pusher = Some(Box::new(p));
+    }
+
+    /// Takes a Pusher connection's state (when it ends).
+    pub fn take_pusher(&self) -> Option<Box<PusherConn>> {
+        self.rare
+            .borrow_mut()
+            .as_mut()
+            .and_then(|r| r.pusher.take())
     }
 
     /// Gives the user's connection slot back.

@@ -61,6 +61,8 @@ pub struct Shared {
     pub started: Instant,
     /// Backend hook counters, for `/metrics`.
     pub hook_stats: super::hooks::HookStats,
+    /// The Pusher apps and their shared state (`/app/{key}`, `/apps/{id}/...`).
+    pub pusher: Arc<crate::pusher::Registry>,
 }
 
 impl Shared {
@@ -281,6 +283,7 @@ impl Server {
             )?),
             None => None,
         };
+        let pusher = Arc::new(crate::pusher::Registry::new(config.pusher_apps.clone()));
         let engine = Arc::new(EngineConfig {
             rules: config.rules.clone(),
             queue: config.queue,
@@ -288,6 +291,8 @@ impl Server {
             cluster: cluster
                 .clone()
                 .map(|c| c as Arc<dyn crate::engine::port::ClusterPort>),
+            acks: (!pusher.apps.is_empty())
+                .then(|| pusher.clone() as Arc<dyn crate::engine::shard::AckHook>),
         });
         let shared = Arc::new(Shared {
             config,
@@ -300,6 +305,7 @@ impl Server {
             users: Mutex::new(HashMap::new()),
             started: Instant::now(),
             hook_stats: super::hooks::HookStats::default(),
+            pusher,
         });
         let mut listener = Some(listener);
         let mut demo = demo;

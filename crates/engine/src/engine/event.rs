@@ -28,6 +28,9 @@ pub struct Event {
     pub ingest: Instant,
     /// Canonical JSON payload.
     pub data: Bytes,
+    /// A connection (session id) not to deliver to, or 0: the sender of a Pusher client
+    /// event, or the `socket_id` of a Pusher API publish.
+    pub exclude: u64,
     /// The complete frame per dialect (`Format::index`): encoded on the home shard for the
     /// dialects subscribed at publish time, otherwise by the first shard or replay that
     /// needs it, and shared from then on.
@@ -53,6 +56,7 @@ impl Event {
             ts,
             ingest,
             data,
+            exclude: 0,
             frames: Default::default(),
         };
         for f in Format::ALL {

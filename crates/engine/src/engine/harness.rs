@@ -182,6 +182,7 @@ impl Harness {
             queue: limits,
             epoch: Arc::from("harness"),
             cluster: None,
+            acks: None,
         });
         let now = Instant::now();
         let shards = (0..n)
@@ -278,13 +279,25 @@ impl Harness {
         self.pump();
     }
 
+    /// Publishes one event from `shard` that connection `exclude` must not receive (a
+    /// Pusher client event's sender, an API publish's `socket_id`), and pumps.
+    pub fn publish_excluding(&mut self, shard: usize, channel: &str, data: &str, exclude: u64) {
+        self.publish_with(shard, channel, "e", data, exclude);
+        self.pump();
+    }
+
     /// Publishes one event from `shard` without pumping the other shards.
     pub fn publish_no_pump(&mut self, shard: usize, channel: &str, event: &str, data: &str) {
+        self.publish_with(shard, channel, event, data, 0);
+    }
+
+    fn publish_with(&mut self, shard: usize, channel: &str, event: &str, data: &str, exclude: u64) {
         let ev = PubEvent {
             channel: channel.to_string(),
             event: event.to_string(),
             data: Bytes::copy_from_slice(data.as_bytes()),
             key: None,
+            exclude,
         };
         let (now, unix) = (self.now, self.unix_ns());
         let s = &mut self.shards[shard];

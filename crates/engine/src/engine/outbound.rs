@@ -174,7 +174,8 @@ impl Outbound {
     /// when the backlog's oldest frame has waited past `max_lag`, or the queue is at a cap.
     pub fn push(&mut self, frame: impl Into<Frame>, now: Micros) -> Result<(), Overflow> {
         let frame = frame.into();
-        if self.closing {
+        // An empty frame is a message the connection's dialect does not have.
+        if self.closing || frame.is_empty() {
             return Ok(());
         }
         self.admit(frame.len())?;
@@ -200,7 +201,8 @@ impl Outbound {
     /// that reads only quotes, which conflate, may pause reading and still send ops).
     pub fn push_reply(&mut self, frame: impl Into<Frame>) -> Result<(), Overflow> {
         let frame = frame.into();
-        if self.closing {
+        // An empty frame is a message the connection's dialect does not have.
+        if self.closing || frame.is_empty() {
             return Ok(());
         }
         self.admit(frame.len())?;
@@ -211,7 +213,7 @@ impl Outbound {
     /// Queues a control frame (pong, ping, notice) regardless of limits.
     pub fn push_control(&mut self, frame: impl Into<Frame>) {
         let frame = frame.into();
-        if !self.closing {
+        if !self.closing && !frame.is_empty() {
             self.enqueue(frame);
         }
     }
@@ -410,9 +412,12 @@ impl Outbound {
                     from,
                     to,
                 }));
-                self.wire_bytes += notice.len();
-                self.wire.push_back(Rc::new(notice));
-                self.pushed = self.pushed.wrapping_add(1);
+                // Dialects without the notice (Pusher) give an empty frame.
+                if !notice.is_empty() {
+                    self.wire_bytes += notice.len();
+                    self.wire.push_back(Rc::new(notice));
+                    self.pushed = self.pushed.wrapping_add(1);
+                }
             }
             if let Some(iv) = s.min_interval {
                 s.next_allowed = Some(now + iv);

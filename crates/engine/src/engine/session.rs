@@ -163,6 +163,9 @@ impl<C> Session<C> {
 
     /// Queues a reply to an op, behind any subscribe still in flight.
     pub fn reply(&self, frame: Bytes) -> Result<(), Overflow> {
+        if frame.is_empty() {
+            return Ok(()); // a message this connection's dialect does not have
+        }
         if self.inflight_subs.get() == 0 {
             return self.out.borrow_mut().push_reply(frame);
         }

@@ -53,6 +53,18 @@ pub struct EngineConfig {
     pub epoch: Arc<str>,
     /// Cluster mode: the node's Redis bridge.
     pub cluster: Option<Arc<dyn ClusterPort>>,
+    /// Builds subscribe acks the engine cannot (Pusher presence channels carry the member
+    /// list), or `None` for the dialect's own ack.
+    pub acks: Option<Arc<dyn AckHook>>,
+}
+
+/// A subscribe ack built outside the engine, when the home shard has answered: the Pusher
+/// module answers a presence subscription with the channel's members as they are then, so
+/// a member who joins later is announced by an event that comes after the ack.
+pub trait AckHook: std::fmt::Debug + Send + Sync {
+    /// The ack for connection `conn` (of `format`) on `channel`, or `None` for the
+    /// dialect's usual one.
+    fn subscribed(&self, format: Format, conn: u64, channel: &str) -> Option<Bytes>;
 }
 
 /// A message between shards.
@@ -582,7 +594,7 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                 st.seq += 1;
                 self.stats.messages_in.add(st.kind, 1);
                 self.stats.bytes_in.add(st.kind, pe.data.len() as u64);
-                let ev = Arc::new(Event::new(
+                let mut ev = Event::new(
                     channel,
                     pe.event.into_boxed_str(),
                     st.seq,
@@ -590,7 +602,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                     ingest,
                     pe.data,
                     eager(&st.dialects),
-                ));
+                );
+                ev.exclude = pe.exclude;
+                let ev = Arc::new(ev);
                 st.ring.push(ev.clone());
                 ev
             };
@@ -652,6 +666,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             }
             sub.last_seq.set(ev.seq);
             let peer = &sub.peer;
+            if peer.id == ev.exclude {
+                continue;
+            }
             let frame = frames[peer.format.index()]
                 .get_or_insert_with(|| Rc::new(ev.frame(peer.format)))
                 .clone();
@@ -970,6 +987,9 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
                     }))
                 })
                 .clone();
+            if frame.is_empty() {
+                continue; // a dialect without resync notices (Pusher)
+            }
             if let Err(why) = peer.reply(frame) {
                 overflowed.push((peer.clone(), why));
                 continue;
@@ -1022,16 +1042,23 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
             }
             return;
         };
-        let ack = peer.format.reply(&Reply::Subscribed(Subscribed {
-            kind: "subscribed",
-            id: resp.id.as_ref(),
-            channel: &resp.channel,
-            channel_kind: resp.kind.as_str(),
-            seq: resp.seq,
-            epoch: &resp.epoch,
-            recovered: resp.recovered,
-            resync: false,
-        }));
+        let hooked = self
+            .cfg
+            .acks
+            .as_ref()
+            .and_then(|h| h.subscribed(peer.format, peer.id, &resp.channel));
+        let ack = hooked.unwrap_or_else(|| {
+            peer.format.reply(&Reply::Subscribed(Subscribed {
+                kind: "subscribed",
+                id: resp.id.as_ref(),
+                channel: &resp.channel,
+                channel_kind: resp.kind.as_str(),
+                seq: resp.seq,
+                epoch: &resp.epoch,
+                recovered: resp.recovered,
+                resync: false,
+            }))
+        });
         let now_us = self.now_us;
         let queued = {
             let mut out = peer.out.borrow_mut();
@@ -1165,7 +1192,8 @@ impl<C: Deref<Target = Session<C>>> Shard<C> {
 
     /// Queues a close frame for `peer` (dropping its backlog when `discard`).
     pub fn close_peer(&mut self, peer: &Rc<C>, code: CloseCode, reason: &str, discard: bool) {
-        peer.begin_close(close_frame(code.code(), reason), discard, code, reason);
+        let wire = peer.format.close_code(code);
+        peer.begin_close(close_frame(wire, reason), discard, code, reason);
         self.mark_dirty(peer);
     }
 
@@ -1419,6 +1447,7 @@ mod tests {
             },
             epoch: Arc::from("e"),
             cluster: None,
+            acks: None,
         });
         let mut shard: Shard<crate::engine::harness::FakeConn> =
             Shard::new(0, cfg, Arc::new(Mesh::new(1, 64)), Instant::now());

@@ -22,6 +22,27 @@ use super::encode::{
     Pong, Published, RpcResult, Shutdown, Subscribed, Unsubscribed, Welcome,
 };
 use super::op::{parse_json, parse_msgpack, Op, ParseFailure};
+use super::pusher;
+use super::CloseCode;
+
+/// The Pusher arm of [`Format::reply`].
+fn pusher_reply(r: &Reply<'_>) -> Bytes {
+    match r {
+        Reply::Welcome(m) => pusher::connection_established(m.conn_id, m.heartbeat_ms / 1000),
+        Reply::Subscribed(m) if !m.resync => {
+            pusher::subscription_succeeded(pusher::client_channel(m.channel))
+        }
+        Reply::Pong(_) => pusher::pong(),
+        Reply::Error(m) => pusher::error(None, m.message),
+        Reply::Shutdown(m) => pusher::error(Some(4200), m.message),
+        Reply::Subscribed(_)
+        | Reply::Unsubscribed(_)
+        | Reply::Published(_)
+        | Reply::Authenticated(_)
+        | Reply::Conflated(_)
+        | Reply::Rpc(_) => Bytes::new(),
+    }
+}
 
 /// A message from the server to one connection, as the engine and the server mean it; the
 /// dialect decides its shape on the wire.
@@ -70,10 +91,10 @@ impl FormatSet {
 
 impl Format {
     /// How many dialects there are (the size of per-dialect tables).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
 
     /// Every dialect, in index order.
-    pub const ALL: [Format; Format::COUNT] = [Format::Json, Format::Msgpack];
+    pub const ALL: [Format; Format::COUNT] = [Format::Json, Format::Msgpack, Format::Pusher];
 
     /// This dialect's index in per-dialect tables.
     #[inline]
@@ -81,6 +102,7 @@ impl Format {
         match self {
             Format::Json => 0,
             Format::Msgpack => 1,
+            Format::Pusher => 2,
         }
     }
 
@@ -89,6 +111,7 @@ impl Format {
     pub fn encode_event(self, parts: EventParts<'_>) -> Bytes {
         match self {
             Format::Json => event_json(parts),
+            Format::Pusher => pusher::event_frame(parts),
             Format::Msgpack => event_msgpack(parts).unwrap_or_else(|e| {
                 tracing::error!(channel = parts.channel, seq = parts.seq, error = %e,
                     "event data cannot be sent as MessagePack; sending nil");
@@ -103,7 +126,12 @@ impl Format {
     }
 
     /// The frame of `r` in this dialect (every message of v1 exists in both encodings).
+    /// Empty where the dialect has no such message (Pusher acknowledges no unsubscribe or
+    /// publish): callers skip empty frames.
     pub fn reply(self, r: &Reply<'_>) -> Bytes {
+        if self == Format::Pusher {
+            return pusher_reply(r);
+        }
         match r {
             Reply::Welcome(m) => v1_reply(self, m),
             Reply::Subscribed(m) => v1_reply(self, m),
@@ -118,6 +146,24 @@ impl Format {
         }
     }
 
+    /// The close code this dialect's clients should see for `code`. Pusher clients act on
+    /// the range (pusher-js: 4000-4099 do not reconnect, 4100-4199 reconnect after a
+    /// back-off, 4200-4299 reconnect now), so the server's reasons map to Pusher's codes.
+    pub fn close_code(self, code: CloseCode) -> u16 {
+        if self != Format::Pusher {
+            return code.code();
+        }
+        match code {
+            CloseCode::SlowConsumer | CloseCode::RateLimited => 4100,
+            CloseCode::ServerRestart | CloseCode::GoingAway => 4200,
+            CloseCode::HeartbeatTimeout => 4201,
+            CloseCode::IdleTimeout => 4202,
+            CloseCode::TooManyConnections => 4004,
+            CloseCode::AuthFailed | CloseCode::TokenExpired | CloseCode::AuthTimeout => 4009,
+            other => other.code(),
+        }
+    }
+
     /// Parses a client's data message (`binary`: a binary frame, else text). In v1 a
     /// connection of either encoding may send ops in either: JSON text or MessagePack
     /// binary.
@@ -125,6 +171,8 @@ impl Format {
         match (self, binary) {
             (Format::Json | Format::Msgpack, false) => parse_json(payload),
             (Format::Json | Format::Msgpack, true) => parse_msgpack(payload),
+            // Pusher messages are not ops: the server's Pusher module reads them.
+            (Format::Pusher, _) => parse_json(payload),
         }
     }
 }

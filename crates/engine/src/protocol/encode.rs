@@ -18,6 +18,9 @@ pub enum Format {
     Json,
     /// MessagePack binary frames.
     Msgpack,
+    /// The Pusher Channels protocol 7 (JSON text; `data` carried as a string), for
+    /// pusher-js and Laravel Echo on `/app/{key}` (see `protocol::pusher`).
+    Pusher,
 }
 
 impl Format {
@@ -26,10 +29,11 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Msgpack => "msgpack",
+            Format::Pusher => "pusher",
         }
     }
 
-    /// Parses `json` / `msgpack`.
+    /// Parses `json` / `msgpack` (the `?format=` of `/ws`; Pusher has its own endpoint).
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "json" => Some(Format::Json),
@@ -62,9 +66,19 @@ pub fn event_json(e: EventParts<'_>) -> Bytes {
     let mut num = itoa::Buffer::new();
     v.extend_from_slice(br#"{"type":"event","channel":""#);
     v.extend_from_slice(e.channel.as_bytes());
-    v.extend_from_slice(br#"","event":""#);
-    v.extend_from_slice(e.event.as_bytes());
-    v.extend_from_slice(br#"","seq":"#);
+    v.extend_from_slice(br#"","event":"#);
+    // v1 names need no escaping; a Pusher publish may name an event `App\Events\X`.
+    if e.event
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    {
+        v.push(b'"');
+        v.extend_from_slice(e.event.as_bytes());
+        v.push(b'"');
+    } else {
+        super::pusher::push_json_str(v, e.event.as_bytes());
+    }
+    v.extend_from_slice(br#","seq":"#);
     v.extend_from_slice(num.format(e.seq).as_bytes());
     v.extend_from_slice(br#","ts":"#);
     v.extend_from_slice(num.format(e.ts).as_bytes());
@@ -115,7 +129,7 @@ impl From<rmp::encode::ValueWriteError> for EncodeError {
 pub(crate) fn v1_reply<T: Serialize>(fmt: Format, msg: &T) -> Bytes {
     let mut fb = FrameBuf::with_capacity(128);
     match fmt {
-        Format::Json => {
+        Format::Json | Format::Pusher => {
             // Serialising our own reply types into a Vec cannot fail: no maps with non-string
             // keys, no I/O errors.
             let _ = serde_json::to_writer(fb.payload_mut(), msg);

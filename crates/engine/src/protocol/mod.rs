@@ -8,6 +8,7 @@ pub mod encode;
 pub mod frame;
 pub mod names;
 pub mod op;
+pub mod pusher;
 
 pub use close::CloseCode;
 pub use encode::Format;

@@ -66,6 +66,10 @@ pub struct PubEvent {
     /// a publish with a key it remembers is not performed again but answered with the
     /// original seqs.
     pub key: Option<Arc<str>>,
+    /// A connection (session id) the event must not reach, or 0 for none (Pusher's
+    /// `socket_id` exclusion and client events). Single node only: cluster mode does not
+    /// carry it through Redis.
+    pub exclude: u64,
 }
 
 /// Longest accepted idempotency key.
@@ -471,6 +475,7 @@ fn pub_event<D: DataBytes>(
         event: event.into_owned(),
         data: data.into_bytes()?,
         key: None,
+        exclude: 0,
     })
 }
 
