@@ -47,6 +47,8 @@
 //                                                     accept it and allow this channel
 //   run-for: 8                                        seconds before a still-running block passes
 //   as: sh|js|ts|tsx|python|json|toml|text            check the block as this language
+//   env: NAME=value NAME2=value                       environment of a toml block's check
+//                                                     (a config naming `secret_env`)
 //   -->
 //
 // A block in another language without a directive fails: add `as:` or `skip:`. Keep skips
@@ -394,7 +396,13 @@ async function runBlock(b, ctx, i) {
     case "toml": {
       const f = join(WORK, `${base}.toml`);
       writeFileSync(f, b.code + "\n");
-      const r = spawnSync(BIN, ["config", "--check", f], { encoding: "utf8" });
+      const env = { ...process.env };
+      for (const kv of (d.env || "").split(/\s+/).filter(Boolean)) {
+        const eq = kv.indexOf("=");
+        if (eq < 1) return `bad env directive ${JSON.stringify(kv)}: NAME=value`;
+        env[kv.slice(0, eq)] = kv.slice(eq + 1);
+      }
+      const r = spawnSync(BIN, ["config", "--check", f], { encoding: "utf8", env });
       return r.status === 0 ? null : `quotecast config --check: ${r.stderr}${r.stdout}`;
     }
     case "html":

@@ -88,9 +88,9 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
   assert.match(a.connection.socket_id, /^\d+\.\d+$/);
 
   await t.test("public channel: SDK trigger reaches pusher-js; /api/publish and /ws share it", async () => {
-    const ch = await subscribed(a, "orders");
+    const ch = await subscribed(a, "trades.orders");
     const got = collect(ch, "OrderUpdated");
-    await api.trigger("orders", "OrderUpdated", { id: 1, status: "filled" });
+    await api.trigger("trades.orders", "OrderUpdated", { id: 1, status: "filled" });
     await until(() => got.length === 1 || undefined, "SDK event");
     assert.deepEqual(got[0], { id: 1, status: "filled" });
     // A v1 client on /ws sees the SDK's event as an object; a v1 publish reaches pusher-js.
@@ -98,15 +98,15 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
     const v1msgs = [];
     v1.on("message", (m) => v1msgs.push(JSON.parse(m.toString())));
     await new Promise((r) => v1.on("open", r));
-    v1.send(JSON.stringify({ op: "subscribe", id: 1, channels: ["orders"] }));
+    v1.send(JSON.stringify({ op: "subscribe", id: 1, channels: ["trades.orders"] }));
     await until(() => v1msgs.some((m) => m.type === "subscribed") || undefined, "v1 subscribed");
-    await api.trigger("orders", "OrderUpdated", { id: 2 });
+    await api.trigger("trades.orders", "OrderUpdated", { id: 2 });
     await until(() => v1msgs.find((m) => m.type === "event"), "v1 event");
     assert.deepEqual(v1msgs.find((m) => m.type === "event").data, { id: 2 });
     const r = await fetch(`http://127.0.0.1:${port}/api/publish`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ channel: "orders", event: "OrderUpdated", data: { id: 3 } }),
+      body: JSON.stringify({ channel: "trades.orders", event: "OrderUpdated", data: { id: 3 } }),
     });
     assert.equal(r.status, 200);
     await until(() => got.length === 3 || undefined, "v1 publish at pusher-js");
@@ -116,7 +116,7 @@ test("pusher-js and the pusher SDK against quotecast", { timeout: 120_000 }, asy
     const err = await until(() => v1msgs.find((m) => m.type === "error" && m.id === 2), "v1 refused");
     assert.equal(err.code, "forbidden");
     v1.close();
-    a.unsubscribe("orders");
+    a.unsubscribe("trades.orders");
   });
 
   await t.test("private channel with the SDK's authorizeChannel; triggerBatch; socket_id exclusion", async () => {

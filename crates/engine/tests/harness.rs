@@ -329,18 +329,19 @@ fn heartbeat_pings_the_live_and_closes_the_silent() {
 fn pusher_and_v1_subscribers_share_a_channel_and_exclusion_skips_one_connection() {
     use quotecast_engine::protocol::Format;
     let mut h = Harness::new(2);
+    // (The harness subscribes through the engine, not the access check: any covered name.)
     let sender = h.connect_with(0, Format::Pusher);
     let other = h.connect_with(1, Format::Pusher);
     let v1 = h.connect_with(1, Format::Json);
     for c in [&sender, &other, &v1] {
-        h.subscribe(c, "private-room", None);
+        h.subscribe(c, "private.room", None);
         c.take_messages();
     }
-    h.publish_excluding(0, "private-room", r#"{"typing":true}"#, sender.id);
+    h.publish_excluding(0, "private.room", r#"{"typing":true}"#, sender.id);
     assert!(h.read_all(&sender).is_empty(), "the sender is excluded");
     let got = h.read_all(&other);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0]["channel"], "private-room");
+    assert_eq!(got[0]["channel"], "private.room");
     assert_eq!(
         got[0]["data"], r#"{"typing":true}"#,
         "Pusher data is a JSON string"
@@ -348,7 +349,7 @@ fn pusher_and_v1_subscribers_share_a_channel_and_exclusion_skips_one_connection(
     let got = h.read_all(&v1);
     assert_eq!(got[0]["data"]["typing"], true);
     // Without exclusion the sender gets the next one.
-    h.publish(1, "private-room", "e", r#""text""#);
+    h.publish(1, "private.room", "e", r#""text""#);
     let got = h.read_all(&sender);
     assert_eq!(got[0]["data"], "text");
 }
