@@ -48,6 +48,9 @@ cargo bench --locked --bench core -- --test
 echo "== loadtest smoke: real server, real clients, every frame delivered in order"
 cargo build --release --locked -p quotecast -p loadtest
 ./target/release/loadtest run --scenario smoke --spawn ./target/release/quotecast --spawn-arg=--anonymous-publish
+echo "== loadtest smoke, Pusher dialect: /app/{key} subscribers, WebSocket publisher (~6 s)"
+PUSHER_APP_SECRET=bench-secret-0123456789 ./target/release/loadtest run --scenario smoke --dialect pusher \
+  --spawn ./target/release/quotecast --spawn-arg=--anonymous-publish --spawn-arg=--config --spawn-arg=perf/pusher.toml
 
 echo "== TypeScript client and the live board (node tests against a real server, headless Chromium)"
 bash clients/js/test.sh

@@ -2,8 +2,8 @@
 //! many frames per read syscall straight out of a per-connection buffer, checks per-channel
 //! `seq` continuity, and records publisher-stamp → receipt latency.
 
-use crate::config::{Format, SlowMode};
-use crate::scan::{bench_index, scan_json, scan_msgpack, Kind, Msg};
+use crate::config::{Dialect, Format, SlowMode};
+use crate::scan::{bench_index, scan_json, scan_msgpack, scan_pusher, Kind, Msg};
 use crate::stats::{lock, now_ns, LatHists, Shared};
 use crate::ws::{self, apply_mask, Header, Parsed};
 use anyhow::{bail, Context, Result};
@@ -23,6 +23,7 @@ pub(crate) struct ClientEnv {
     /// Servers; client `i` connects to `targets[i % targets.len()]`.
     pub(crate) targets: Vec<crate::config::Target>,
     pub(crate) format: Format,
+    pub(crate) dialect: Dialect,
     pub(crate) read_buf: usize,
     /// SO_RCVBUF of normal clients, 0 for the kernel's autotuning.
     pub(crate) rcvbuf: usize,
@@ -162,8 +163,17 @@ async fn run_inner(
         frag_op: 0,
         closed: false,
     };
-    // Subscribe right away (pipelined behind the upgrade), at most 256 channels per op.
-    for chunk in chans.chunks(256) {
+    // Subscribe right away (pipelined behind the upgrade), at most 256 channels per op;
+    // Pusher has one `pusher:subscribe` per channel.
+    if env.dialect == Dialect::Pusher {
+        for c0 in &chans {
+            let op = format!(
+                "{{\"event\":\"pusher:subscribe\",\"data\":{{\"channel\":\"bench.{c0}\"}}}}"
+            );
+            ws::encode_frame(&mut c.out, ws::OP_TEXT, op.as_bytes());
+        }
+    }
+    for chunk in chans.chunks(256).filter(|_| env.dialect == Dialect::V1) {
         let names: Vec<String> = chunk.iter().map(|c| format!("\"bench.{c}\"")).collect();
         let op = format!(
             "{{\"op\":\"subscribe\",\"id\":1,\"channels\":[{}]}}",
@@ -456,13 +466,17 @@ fn on_message(
                 return;
             }
         }
+    } else if env.dialect == Dialect::Pusher {
+        scan_pusher(payload)
     } else {
         scan_json(payload)
     };
     let chan = msg.channel.and_then(bench_index);
     match msg.kind {
         Kind::Event => {
-            let (Some(ch), Some(seq)) = (chan, msg.seq) else {
+            // Pusher events carry no `seq`: counted, order not checkable.
+            let pusher = env.dialect == Dialect::Pusher;
+            let (Some(ch), Some(seq)) = (chan, msg.seq.or(pusher.then_some(0))) else {
                 sh.unexpected.fetch_add(1, Relaxed);
                 return;
             };
@@ -472,7 +486,7 @@ fn on_message(
             };
             c.events += 1;
             let expect = sub.last + 1;
-            if seq == expect {
+            if pusher || seq == expect {
                 sub.last = seq;
             } else if seq > expect {
                 sh.gaps.fetch_add(1, Relaxed);
@@ -547,6 +561,11 @@ fn on_message(
             }
         }
         Kind::Shutdown => sh.close("server_shutdown frame".into()),
+        Kind::Ping => ws::encode_frame(
+            &mut c.out,
+            ws::OP_TEXT,
+            br#"{"event":"pusher:pong","data":"{}"}"#,
+        ),
         Kind::Pong | Kind::Other => {}
     }
 }

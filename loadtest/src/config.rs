@@ -71,6 +71,29 @@ pub(crate) enum Format {
     Msgpack,
 }
 
+/// Wire protocol of the simulated subscribers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Dialect {
+    /// quotecast's own protocol on `/ws` (`subscribe` ops, `seq` checked per channel).
+    V1,
+    /// Pusher Channels protocol 7: `--url` is `ws://HOST:PORT/app/{key}?protocol=7`, one
+    /// `pusher:subscribe` per channel, events `{"event","channel","data":"<JSON string>"}`.
+    /// Pusher frames carry no `seq`: deliveries are counted, order and gaps are not checked.
+    Pusher,
+}
+
+/// How the publishers publish.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum PublishApi {
+    /// quotecast's WebSocket `publish` op on the publish URL (`ws://HOST:PORT/ws`).
+    Ws,
+    /// Pusher's HTTP API, signed: `POST /apps/{app-id}/batch_events` (at most `--batch`
+    /// events per request, Pusher's limit is 10) on the publish URL's host and port.
+    PusherHttp,
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
     /// Named scenario supplying defaults; any flag overrides.
@@ -168,6 +191,21 @@ pub(crate) struct RunArgs {
     pub(crate) drain: Option<f64>,
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// Subscribers' protocol.
+    #[arg(long, value_enum)]
+    pub(crate) dialect: Option<Dialect>,
+    /// Publishers' API (`pusher-http` needs `--app-id`, `--app-key` and the secret).
+    #[arg(long, value_enum)]
+    pub(crate) publish_api: Option<PublishApi>,
+    /// Pusher app id for `--publish-api pusher-http`.
+    #[arg(long, default_value = "1001")]
+    pub(crate) app_id: String,
+    /// Pusher app key for `--publish-api pusher-http`.
+    #[arg(long, default_value = "app-key")]
+    pub(crate) app_key: String,
+    /// Environment variable holding the Pusher app secret for `--publish-api pusher-http`.
+    #[arg(long, default_value = "PUSHER_APP_SECRET")]
+    pub(crate) app_secret_env: String,
 }
 
 /// Fully resolved run parameters (also written into the results JSON).
@@ -198,6 +236,19 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: f64,
     pub(crate) drain: f64,
     pub(crate) seed: u64,
+    /// Absent from results written before the Pusher dialect: v1.
+    #[serde(default = "v1")]
+    pub(crate) dialect: Dialect,
+    #[serde(default = "ws_api")]
+    pub(crate) publish_api: PublishApi,
+}
+
+fn v1() -> Dialect {
+    Dialect::V1
+}
+
+fn ws_api() -> PublishApi {
+    PublishApi::Ws
 }
 
 impl Settings {
@@ -228,6 +279,8 @@ impl Settings {
             connect_timeout: 60.0,
             drain: 5.0,
             seed: 1,
+            dialect: Dialect::V1,
+            publish_api: PublishApi::Ws,
         };
         let market = |s: &mut Settings| {
             s.clients = 10_000;
@@ -316,7 +369,9 @@ impl Settings {
             rcvbuf,
             connect_timeout,
             drain,
-            seed
+            seed,
+            dialect,
+            publish_api
         );
         if s.threads == 0 || s.clients == 0 || s.channels == 0 || s.subs == 0 {
             bail!("--threads, --clients, --channels and --subs must be at least 1");
@@ -340,6 +395,9 @@ impl Settings {
             bail!("runs are bounded to one hour");
         }
         s.read_buf = s.read_buf.max(1024);
+        if s.dialect == Dialect::Pusher && s.format != Format::Json {
+            bail!("--dialect pusher is JSON only");
+        }
         Ok(s)
     }
 }

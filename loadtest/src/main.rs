@@ -13,6 +13,7 @@
 mod client;
 mod config;
 mod publisher;
+mod pusher_http;
 mod report;
 mod run;
 mod scan;

@@ -3,8 +3,11 @@
 //! results. Every phase is bounded; the whole run sits under a hard deadline.
 
 use crate::client::{self, ClientEnv};
-use crate::config::{parse_targets, Popularity, RunArgs, Scenario, Settings, Target};
+use crate::config::{
+    parse_targets, Dialect, Popularity, PublishApi, RunArgs, Scenario, Settings, Target,
+};
 use crate::publisher::{self, PubPlan};
+use crate::pusher_http;
 use crate::report::{self, Pcts, Results, Sample, ServerStats, SlowStats};
 use crate::stats::{clock_ticks, lock, now_ns, proc_cpu_ticks, proc_rss_kb, Shared};
 use anyhow::{bail, Context, Result};
@@ -156,8 +159,25 @@ struct Sampler {
 
 pub(crate) async fn run(a: RunArgs) -> Result<Results> {
     let s = Settings::resolve(&a)?;
+    let secret = match s.publish_api {
+        PublishApi::PusherHttp => std::env::var(&a.app_secret_env).with_context(|| {
+            format!(
+                "--publish-api pusher-http reads the app secret from ${}",
+                a.app_secret_env
+            )
+        })?,
+        PublishApi::Ws => String::new(),
+    };
+    let app = (a.app_id.clone(), a.app_key.clone(), secret);
     let spawned = spawn_server(&a).await?;
+    // A spawned server's Pusher subscribers use `/app/{key}`, its publishers still `/ws`.
+    let mut spawned_ws = None;
     let (spawned, url) = match spawned {
+        Some((sp, url)) if s.dialect == Dialect::Pusher => {
+            let pusher = url.replace("/ws", &format!("/app/{}?protocol=7", a.app_key));
+            spawned_ws = Some(url);
+            (Some(sp), pusher)
+        }
         Some((sp, url)) => (Some(sp), url),
         None => (
             None,
@@ -168,11 +188,13 @@ pub(crate) async fn run(a: RunArgs) -> Result<Results> {
     };
     let server_pid = spawned.as_ref().map(|sp| sp.pid).or(a.server_pid);
     let hard = Duration::from_secs_f64(s.connect_timeout + s.warmup + s.duration + s.drain + 30.0);
-    let publish_url = a.publish_url.clone().unwrap_or_else(|| url.clone());
-    let res = match parse_targets(&url, a.publish_url.as_deref()) {
+    let publish_arg = a.publish_url.clone().or(spawned_ws);
+    let publish_url = publish_arg.clone().unwrap_or_else(|| url.clone());
+    let res = match parse_targets(&url, publish_arg.as_deref()) {
         Ok((subs, pubs)) => {
             let urls = (url.clone(), publish_url);
-            tokio::time::timeout(hard, run_phases(&s, subs, pubs, urls, server_pid)).await
+            let phases = run_phases(&s, subs, pubs, urls, server_pid, app);
+            tokio::time::timeout(hard, phases).await
         }
         Err(e) => Ok(Err(e)),
     };
@@ -196,6 +218,7 @@ async fn run_phases(
     pubs: Vec<Target>,
     urls: (String, String),
     server_pid: Option<u32>,
+    app: (String, String, String),
 ) -> Result<Results> {
     let (url, publish_url) = urls;
     let sh = Arc::new(Shared::new(s.channels));
@@ -292,6 +315,7 @@ async fn run_phases(
     let env = Arc::new(ClientEnv {
         targets: subs,
         format: s.format,
+        dialect: s.dialect,
         read_buf: s.read_buf,
         rcvbuf: s.rcvbuf,
         clients: s.clients as u64,
@@ -352,7 +376,39 @@ async fn run_phases(
     sh.window_start_ns.store(wstart, Relaxed);
     sh.window_end_ns.store(wend, Relaxed);
     let end = pub_start + Duration::from_secs_f64(s.warmup + s.duration);
-    if s.rate > 0.0 {
+    if s.rate > 0.0 && s.publish_api == PublishApi::PusherHttp {
+        let app = Arc::new(pusher_http::App {
+            id: app.0.clone(),
+            key: app.1.clone(),
+            secret: app.2.clone(),
+        });
+        let mut tasks = Vec::new();
+        for p in 0..s.publishers {
+            let plan = PubPlan {
+                target: pubs[p % pubs.len()].clone(),
+                chans: (0..s.channels as u32)
+                    .filter(|c| *c as usize % s.publishers == p)
+                    .collect(),
+                rate: s.rate / s.publishers as f64,
+                batch: s.batch,
+                payload_bytes: s.payload_bytes,
+                start: pub_start,
+                end,
+            };
+            tasks.push(tokio::spawn(pusher_http::run(
+                plan,
+                app.clone(),
+                sh.clone(),
+            )));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => sh.error(format!("publisher: {e:#}")),
+                Err(e) => sh.error(format!("publisher task: {e}")),
+            }
+        }
+    } else if s.rate > 0.0 {
         let mut plans = Vec::new();
         for p in 0..s.publishers {
             let chans: Vec<u32> = (0..s.channels as u32)

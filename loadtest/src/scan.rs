@@ -15,6 +15,8 @@ pub(crate) enum Kind {
     Error,
     Conflated,
     Pong,
+    /// `pusher:ping` (answered with `pusher:pong`).
+    Ping,
     Shutdown,
     Other,
 }
@@ -249,6 +251,88 @@ fn scan_json_generic(b: &[u8]) -> Msg<'_> {
     m
 }
 
+/// Finders of the Pusher scanner's generic path.
+struct PusherFinders {
+    event: memmem::Finder<'static>,
+    channel: memmem::Finder<'static>,
+    t: memmem::Finder<'static>,
+}
+
+fn pusher_finders() -> &'static PusherFinders {
+    static F: OnceLock<PusherFinders> = OnceLock::new();
+    F.get_or_init(|| PusherFinders {
+        event: memmem::Finder::new(b"\"event\":\""),
+        channel: memmem::Finder::new(b"\"channel\":\""),
+        // The publisher's stamp inside `data`, a JSON string: `{\"t\":<n>`.
+        t: memmem::Finder::new(br#"\"t\":"#),
+    })
+}
+
+/// Kind of a Pusher message from its event name.
+fn pusher_kind(event: &[u8]) -> Kind {
+    match event {
+        b"pusher:connection_established" => Kind::Welcome,
+        b"pusher_internal:subscription_succeeded" => Kind::Subscribed,
+        b"pusher:error" | b"pusher:subscription_error" => Kind::Error,
+        b"pusher:ping" => Kind::Ping,
+        b"pusher:pong" => Kind::Pong,
+        e if e.starts_with(b"pusher") => Kind::Other,
+        _ => Kind::Event,
+    }
+}
+
+/// Scans one Pusher protocol message. Event frames laid out as quotecast sends them,
+/// `{"event":"<e>","channel":"<c>","data":"{\"t\":<n>,...}"}`, take a prefix-matching fast
+/// path; anything else (other servers' key order) is found by substring search. `seq` is
+/// never set (Pusher has none); an error's `code` is its event name.
+pub(crate) fn scan_pusher(b: &[u8]) -> Msg<'_> {
+    if let Some(m) = scan_pusher_fast(b) {
+        return m;
+    }
+    scan_pusher_generic(b)
+}
+
+#[inline]
+fn scan_pusher_fast(b: &[u8]) -> Option<Msg<'_>> {
+    let rest = b.strip_prefix(b"{\"event\":\"")?;
+    let q = quote(rest)?;
+    if rest.starts_with(b"pusher") {
+        return None;
+    }
+    let rest = rest[q..].strip_prefix(b"\",\"channel\":\"")?;
+    let q = quote(rest)?;
+    let channel = &rest[..q];
+    let data = rest[q..].strip_prefix(br#"","data":"{\"t\":"#)?;
+    let (t, _) = digits(data)?;
+    let mut m = Msg::new(Kind::Event);
+    m.channel = Some(channel);
+    m.t = Some(t);
+    Some(m)
+}
+
+#[cold]
+fn scan_pusher_generic(b: &[u8]) -> Msg<'_> {
+    let f = pusher_finders();
+    let Some(event) = json_str_after(b, &f.event) else {
+        return Msg::new(Kind::Other);
+    };
+    let kind = pusher_kind(event);
+    let mut m = Msg::new(kind);
+    match kind {
+        Kind::Event => {
+            m.channel = json_str_after(b, &f.channel);
+            m.t = json_u64_after(b, &f.t);
+        }
+        Kind::Subscribed => m.channel = json_str_after(b, &f.channel),
+        Kind::Error => {
+            m.code = Some(event);
+            m.channel = json_str_after(b, &f.channel);
+        }
+        _ => {}
+    }
+    m
+}
+
 /// A cursor over MessagePack bytes; every method returns `None` on truncated or
 /// unexpected input (the caller counts the message as unparseable).
 struct Mp<'a> {
@@ -468,6 +552,43 @@ mod tests {
         assert_eq!((m.kind, m.seq, m.t), (Kind::Event, Some(5), Some(3)));
         // Truncated event: must not claim a seq it did not see.
         assert!(scan_event_fast(&fast[..60]).is_none());
+    }
+
+    #[test]
+    fn scans_pusher_messages() {
+        let fast = br#"{"event":"tick","channel":"bench.7","data":"{\"t\":1732380000000000042,\"p\":\"xx\"}"}"#;
+        let m = scan_pusher_fast(fast).unwrap();
+        assert_eq!(m.kind, Kind::Event);
+        assert_eq!(m.channel.and_then(bench_index), Some(7));
+        assert_eq!((m.seq, m.t), (None, Some(1732380000000000042)));
+        // Another server's key order: the same answer through the generic path.
+        let other = br#"{"channel":"bench.7","event":"tick","data":"{\"p\":\"xx\",\"t\":1732380000000000042}"}"#;
+        assert!(scan_pusher_fast(other).is_none());
+        let g = scan_pusher(other);
+        assert_eq!(g.kind, Kind::Event);
+        assert_eq!(g.channel.and_then(bench_index), Some(7));
+        assert_eq!(g.t, Some(1732380000000000042));
+        let est = br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}"#;
+        assert_eq!(scan_pusher(est).kind, Kind::Welcome);
+        let ok = br#"{"event":"pusher_internal:subscription_succeeded","channel":"bench.3","data":"{}"}"#;
+        let m = scan_pusher(ok);
+        assert_eq!(
+            (m.kind, m.channel.and_then(bench_index)),
+            (Kind::Subscribed, Some(3))
+        );
+        let err = br#"{"event":"pusher:subscription_error","channel":"bench.3","data":{"type":"x","error":"y","status":400}}"#;
+        let m = scan_pusher(err);
+        assert_eq!(
+            (m.kind, m.code),
+            (Kind::Error, Some(&b"pusher:subscription_error"[..]))
+        );
+        assert_eq!(
+            scan_pusher(br#"{"event":"pusher:ping","data":"{}"}"#).kind,
+            Kind::Ping
+        );
+        assert_eq!(scan_pusher(b"not json").kind, Kind::Other);
+        // Truncated event: no stamp claimed.
+        assert!(scan_pusher_fast(&fast[..50]).is_none());
     }
 
     #[test]
