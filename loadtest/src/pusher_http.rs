@@ -1,5 +1,5 @@
 //! A publisher through Pusher's HTTP API: signed `POST /apps/{id}/batch_events` requests
-//! on one keep-alive HTTP/1.1 connection, one request in flight, paced like the WebSocket
+//! over 8 keep-alive HTTP/1.1 connections, one request in flight on each, paced like the WebSocket
 //! publisher (`publisher.rs`) and stamping each event's data with the send time. The data
 //! is a JSON string (`"{\"t\":<ns>,\"p\":\"xx…\"}"`), as Pusher's SDKs send an object.
 
@@ -105,16 +105,44 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(u16
     Ok((status, body))
 }
 
-pub(crate) async fn run(plan: PubPlan, app: Arc<App>, sh: Arc<Shared>) -> Result<()> {
-    let mut stream = TcpStream::connect(plan.target.addr)
+/// Connections per publisher, each with one request in flight: requests are handed to
+/// whichever is free, so a slow round trip on a loaded machine does not cap the rate.
+const CONNS: usize = 8;
+
+/// One keep-alive connection: sends each request it is handed and reads its answer.
+async fn conn_task(
+    plan_target: crate::config::Target,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
+    sh: Arc<Shared>,
+) -> Result<()> {
+    let mut stream = TcpStream::connect(plan_target.addr)
         .await
         .context("HTTP publisher connect")?;
     stream.set_nodelay(true)?;
+    let mut rbuf = Vec::with_capacity(8 * 1024);
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some(req) = next else { return Ok(()) };
+        stream
+            .write_all(&req)
+            .await
+            .context("HTTP publisher write")?;
+        let (status, text) = read_response(&mut stream, &mut rbuf).await?;
+        if !(200..300).contains(&status) {
+            sh.error(format!("publisher HTTP {status}: {text}"));
+        }
+    }
+}
+
+pub(crate) async fn run(plan: PubPlan, app: Arc<App>, sh: Arc<Shared>) -> Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CONNS);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let conns: Vec<_> = (0..CONNS)
+        .map(|_| tokio::spawn(conn_task(plan.target.clone(), rx.clone(), sh.clone())))
+        .collect();
     let path = format!("/apps/{}/batch_events", app.id);
     let pad = "x".repeat(plan.payload_bytes.saturating_sub(32));
     let mut body = String::with_capacity(plan.batch * (plan.payload_bytes + 80) + 16);
-    let mut req = Vec::with_capacity(body.capacity() + 512);
-    let mut rbuf = Vec::with_capacity(8 * 1024);
     let (mut sent, mut rr) = (0u64, 0usize);
     while Instant::now() < plan.end {
         let due = (plan.start.elapsed().as_secs_f64() * plan.rate) as u64;
@@ -144,7 +172,7 @@ pub(crate) async fn run(plan: PubPlan, app: Arc<App>, sh: Arc<Shared>) -> Result
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let target = signed_target(&app, &path, body.as_bytes(), ts);
-            req.clear();
+            let mut req = Vec::with_capacity(body.len() + 512);
             let _ = write!(
                 StrBuf(&mut req),
                 "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -152,21 +180,26 @@ pub(crate) async fn run(plan: PubPlan, app: Arc<App>, sh: Arc<Shared>) -> Result
                 body.len()
             );
             req.extend_from_slice(body.as_bytes());
-            stream
-                .write_all(&req)
-                .await
-                .context("HTTP publisher write")?;
+            // Waits while every connection is busy (bounded: CONNS queued at most).
+            if tx.send(req).await.is_err() {
+                bail!("every HTTP publisher connection failed");
+            }
             sent += plan.batch as u64;
             sh.published_events.fetch_add(plan.batch as u64, Relaxed);
             sh.published_ops.fetch_add(1, Relaxed);
-            let (status, text) = read_response(&mut stream, &mut rbuf).await?;
-            if !(200..300).contains(&status) {
-                sh.error(format!("publisher HTTP {status}: {text}"));
-            }
         }
         let next =
             plan.start + Duration::from_secs_f64((sent + plan.batch as u64) as f64 / plan.rate);
         tokio::time::sleep_until(next.min(plan.end).into()).await;
+    }
+    drop(tx);
+    for c in conns {
+        match tokio::time::timeout(Duration::from_secs(5), c).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => sh.error(format!("publisher: {e:#}")),
+            Ok(Err(e)) => sh.error(format!("publisher task: {e}")),
+            Err(_) => sh.error("publisher: HTTP answer not received within 5 s".into()),
+        }
     }
     Ok(())
 }
