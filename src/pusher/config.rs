@@ -57,6 +57,45 @@ pub struct RawApp {
     /// `client_events_per_sec`, default 10 (Pusher's limit per connection).
     #[serde(default = "default_client_rate")]
     pub client_events_per_sec: f64,
+    /// `[[pusher.apps.webhooks]]`: where the app's webhooks go (default none).
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// One `[[pusher.apps.webhooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// `url`: `http://host:port/path` (plain HTTP: put the receiver on the private network).
+    pub url: String,
+    /// `event_types`: the events sent to this URL; default all of [`WEBHOOK_EVENTS`].
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+}
+
+/// The webhook events quotecast sends, by Pusher's names.
+pub const WEBHOOK_EVENTS: [&str; 5] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+];
+
+/// A validated webhook target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    /// `http://...` URL the batches are POSTed to.
+    pub url: String,
+    /// The events this URL receives (Pusher names, a subset of [`WEBHOOK_EVENTS`]).
+    pub events: Vec<&'static str>,
+}
+
+impl Webhook {
+    /// Whether this target receives events named `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.events.contains(&name)
+    }
 }
 
 fn yes() -> bool {
@@ -105,6 +144,8 @@ pub struct PusherApp {
     pub max_presence_members: usize,
     /// Client events per second per connection (burst: one second's worth).
     pub client_events_per_sec: f64,
+    /// Webhook targets (empty: no webhooks).
+    pub webhooks: Vec<Webhook>,
 }
 
 impl std::fmt::Debug for PusherApp {
@@ -144,7 +185,13 @@ impl PusherApp {
             max_batch_events: default_batch(),
             max_presence_members: default_members(),
             client_events_per_sec: default_client_rate(),
+            webhooks: Vec::new(),
         }
+    }
+
+    /// Whether some webhook target of this app receives events named `name`.
+    pub fn wants_webhook(&self, name: &str) -> bool {
+        self.webhooks.iter().any(|w| w.wants(name))
     }
 }
 
@@ -205,6 +252,46 @@ impl RawPusher {
             if a.client_events_per_sec.is_nan() || a.client_events_per_sec <= 0.0 {
                 return Err((at("client_events_per_sec"), "must be above 0".into()));
             }
+            let mut webhooks = Vec::with_capacity(a.webhooks.len());
+            for (j, w) in a.webhooks.iter().enumerate() {
+                let at = |f: &str| format!("pusher.apps[{i}].webhooks[{j}].{f}");
+                let ok = w
+                    .url
+                    .strip_prefix("http://")
+                    .is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+                if !ok {
+                    return Err((
+                        at("url"),
+                        "an http://host:port/path URL (https is not supported: use a local proxy)"
+                            .into(),
+                    ));
+                }
+                let events = match &w.event_types {
+                    None => WEBHOOK_EVENTS.to_vec(),
+                    Some(names) => {
+                        let mut v = Vec::with_capacity(names.len());
+                        for n in names {
+                            match WEBHOOK_EVENTS.iter().find(|e| **e == n.as_str()) {
+                                Some(e) => v.push(*e),
+                                None => {
+                                    return Err((
+                                        at("event_types"),
+                                        format!(
+                                            "unknown event {n:?}; known: {}",
+                                            WEBHOOK_EVENTS.join(", ")
+                                        ),
+                                    ))
+                                }
+                            }
+                        }
+                        v
+                    }
+                };
+                webhooks.push(Webhook {
+                    url: w.url.clone(),
+                    events,
+                });
+            }
             for b in &apps {
                 if b.id == a.id || b.key == a.key {
                     return Err((at("id"), "app ids and keys must be unique".into()));
@@ -226,6 +313,7 @@ impl RawPusher {
                 max_batch_events: a.max_batch_events,
                 max_presence_members: a.max_presence_members.max(1),
                 client_events_per_sec: a.client_events_per_sec,
+                webhooks,
             });
         }
         Ok(apps)
@@ -263,8 +351,30 @@ mod tests {
         let mut dup = raw.clone();
         dup.apps[1].namespace = String::new();
         assert!(dup.into_apps().unwrap_err().0.ends_with("namespace"));
-        let mut nosecret = raw;
+        let mut nosecret = raw.clone();
         nosecret.apps[0].secret_env = Some("QC_TEST_PUSHER_UNSET".into());
         assert!(nosecret.into_apps().is_err());
+        let mut hooked = raw;
+        hooked.apps[0].webhooks = vec![
+            RawWebhook {
+                url: "http://127.0.0.1:9/hooks".into(),
+                event_types: None,
+            },
+            RawWebhook {
+                url: "http://backend/presence".into(),
+                event_types: Some(vec!["member_added".into()]),
+            },
+        ];
+        let apps = hooked.clone().into_apps().unwrap();
+        assert_eq!(apps[0].webhooks[0].events.len(), 5);
+        assert!(apps[0].wants_webhook("client_event"));
+        assert!(!apps[0].webhooks[1].wants("member_removed"));
+        assert!(!apps[1].wants_webhook("channel_occupied"));
+        let mut bad = hooked.clone();
+        bad.apps[0].webhooks[1].event_types = Some(vec!["channel_exploded".into()]);
+        assert!(bad.into_apps().unwrap_err().0.ends_with("event_types"));
+        let mut tls = hooked;
+        tls.apps[0].webhooks[0].url = "https://example.com/".into();
+        assert!(tls.into_apps().unwrap_err().0.ends_with("url"));
     }
 }

@@ -8,6 +8,7 @@
 //!   subscription acks for the engine (`engine::shard::AckHook`).
 //! - [`ws`]: `GET /app/{key}` connections and the `pusher:*` / `client-*` messages.
 //! - [`api`]: the HTTP API under `/apps/{id}/`.
+//! - [`webhook`]: webhooks to the apps' URLs (batched, signed, retried, bounded queue).
 //!
 //! A Pusher connection is a `Peer` of dialect `Format::Pusher` subscribed to engine
 //! channels: an event published through either API reaches `/ws` and Pusher subscribers
@@ -17,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod sign;
 pub mod state;
+pub mod webhook;
 pub mod ws;
 
 pub use state::Registry;

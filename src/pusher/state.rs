@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::config::PusherApp;
+use super::webhook::Webhooks;
 use crate::engine::shard::AckHook;
 use crate::protocol::pusher::{self as wire, client_channel};
 use crate::protocol::Format;
@@ -60,6 +61,9 @@ pub struct ChannelInfo {
 pub struct Registry {
     /// The configured apps, in file order.
     pub apps: Vec<PusherApp>,
+    /// The webhook queue (occupied/vacated/member events are queued under the lock, so
+    /// they leave in the order the node saw them, across shards).
+    pub webhooks: Webhooks,
     state: Mutex<State>,
 }
 
@@ -68,6 +72,7 @@ impl Registry {
     pub fn new(apps: Vec<PusherApp>) -> Registry {
         let n = apps.len();
         Registry {
+            webhooks: Webhooks::start(&apps),
             apps,
             state: Mutex::new(State {
                 conns: vec![0; n],
@@ -125,23 +130,87 @@ impl Registry {
         self.lock().conns[app]
     }
 
-    /// A new Pusher subscription to `channel`.
-    pub fn subscribed(&self, app: usize, channel: &Arc<str>) {
+    /// Queues webhook `name` of `app` if one of its URLs wants it (`make` builds the event).
+    fn hook(&self, app: usize, name: &'static str, make: impl FnOnce() -> serde_json::Value) {
+        if self.apps[app].wants_webhook(name) {
+            self.webhooks.emit(app, name, make());
+        }
+    }
+
+    /// A new Pusher subscription to `channel`; `new_member` is the user whose first
+    /// connection joined this presence channel with it ([`Registry::join`] returned true).
+    /// Webhooks: `channel_occupied` when it is the node's first subscription to the channel
+    /// (whatever the shard), then `member_added`.
+    pub fn subscribed(&self, app: usize, channel: &Arc<str>, new_member: Option<&str>) {
         let mut st = self.lock();
         let c = st.channels.entry(channel.clone()).or_default();
         c.app = app;
         c.subs += 1;
+        let name = client_channel(channel);
+        if c.subs == 1 {
+            self.hook(
+                app,
+                "channel_occupied",
+                || serde_json::json!({"name": "channel_occupied", "channel": name}),
+            );
+        }
+        if let Some(user) = new_member {
+            self.hook(
+                app,
+                "member_added",
+                || serde_json::json!({"name": "member_added", "channel": name, "user_id": user}),
+            );
+        }
     }
 
-    /// A Pusher subscription to `channel` ended.
+    /// A Pusher subscription to `channel` ended (webhook `channel_vacated` when it was the
+    /// node's last).
     pub fn unsubscribed(&self, channel: &str) {
         let mut st = self.lock();
         if let Some(c) = st.channels.get_mut(channel) {
+            if c.subs == 1 {
+                let name = client_channel(channel);
+                self.hook(
+                    c.app,
+                    "channel_vacated",
+                    || serde_json::json!({"name": "channel_vacated", "channel": name}),
+                );
+            }
             c.subs = c.subs.saturating_sub(1);
             if c.subs == 0 && c.members.is_empty() {
                 st.channels.remove(channel);
             }
         }
+    }
+
+    /// Webhook `client_event` for a client event relayed on `channel` (engine name).
+    pub fn client_event(
+        &self,
+        app: usize,
+        channel: &str,
+        event: &str,
+        data: &str,
+        socket_id: &str,
+        user_id: Option<&str>,
+    ) {
+        self.hook(app, "client_event", || {
+            // Pusher gives `data` as a string: a JSON string's text, or the JSON itself.
+            let data = match serde_json::from_str::<serde_json::Value>(data) {
+                Ok(serde_json::Value::String(s)) => s,
+                _ => data.to_string(),
+            };
+            let mut ev = serde_json::json!({
+                "name": "client_event",
+                "channel": client_channel(channel),
+                "event": event,
+                "data": data,
+                "socket_id": socket_id,
+            });
+            if let Some(u) = user_id {
+                ev["user_id"] = serde_json::Value::String(u.to_string());
+            }
+            ev
+        });
     }
 
     /// Adds a connection of `user` to presence `channel`; true when it is the user's first
@@ -183,6 +252,10 @@ impl Registry {
             }
             Some(_) => {
                 c.members.remove(user);
+                let name = client_channel(channel);
+                self.hook(c.app, "member_removed", || {
+                    serde_json::json!({"name": "member_removed", "channel": name, "user_id": user})
+                });
                 true
             }
             None => false,

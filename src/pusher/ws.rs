@@ -348,7 +348,8 @@ fn subscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, d: SubscribeData) {
             p.presence.push((channel.clone(), id.clone()));
         }
     }
-    reg.subscribed(app_i, &channel);
+    let new_member = member.as_ref().filter(|_| added).map(|(id, _)| id.as_str());
+    reg.subscribed(app_i, &channel, new_member);
     let policy = rule.unwrap_or(ChannelPolicy::stream(0));
     ctx.shard
         .borrow_mut()
@@ -397,7 +398,6 @@ fn unsubscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, name: &str) {
     if !ctx.shard.borrow_mut().unsubscribe(peer, &engine_name) {
         return;
     }
-    reg.unsubscribed(&engine_name);
     let left = {
         let Some(mut p) = peer.pusher_mut() else {
             return;
@@ -410,6 +410,8 @@ fn unsubscribe(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, name: &str) {
     if let Some((channel, user)) = left {
         member_left(ctx, &channel, &user, peer.id);
     }
+    // After `member_removed`, as Pusher orders the webhooks.
+    reg.unsubscribed(&engine_name);
 }
 
 fn member_left(ctx: &ShardCtx, channel: &str, user: &str, conn: u64) {
@@ -522,7 +524,7 @@ fn client_event(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: &Incoming<'_>) {
         return;
     }
     let ev = PubEvent {
-        channel: engine_name,
+        channel: engine_name.clone(),
         event: msg.event.to_string(),
         data: Bytes::copy_from_slice(data.as_bytes()),
         exclude: peer.id,
@@ -535,6 +537,17 @@ fn client_event(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, msg: &Incoming<'_>) {
         .is_err()
     {
         send(ctx, peer, wire::error(Some(4100), "Over capacity"));
+        return;
+    }
+    if app.wants_webhook("client_event") {
+        if let Some(p) = peer.pusher().as_deref() {
+            let user = p
+                .presence
+                .iter()
+                .find(|(c, _)| **c == *engine_name)
+                .map(|(_, u)| u.as_str());
+            reg.client_event(app_i, &engine_name, &msg.event, data, &p.socket_id, user);
+        }
     }
 }
 
@@ -545,11 +558,11 @@ pub fn gone(ctx: &ShardCtx, peer: &Peer) {
         return;
     };
     let reg = &ctx.shared.pusher;
-    for c in peer.subs.borrow().channels() {
-        reg.unsubscribed(c);
-    }
     for (channel, user) in &p.presence {
         member_left(ctx, channel, user, peer.id);
+    }
+    for c in peer.subs.borrow().channels() {
+        reg.unsubscribed(c);
     }
     if let Some(u) = &p.user {
         reg.signed_out(p.app, u, peer.id);

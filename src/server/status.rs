@@ -112,6 +112,9 @@ pub async fn metrics(ctx: &ShardCtx) -> String {
     let snaps = gather(ctx, 0).await;
     let mut text = metrics::render(&figures(ctx, true), &snaps);
     ctx.shared.hook_stats.render(&mut text);
+    if !ctx.shared.pusher.apps.is_empty() {
+        ctx.shared.pusher.webhooks.stats.render(&mut text);
+    }
     if let Some(cl) = &ctx.shared.cluster {
         crate::cluster::render_metrics(&mut text, &cl.status);
     }

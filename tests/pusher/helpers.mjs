@@ -15,8 +15,11 @@ export const APP = { appId: "1001", key: "app-key", secret: "app-secret-01234567
 /** The app's end-to-end encryption master key (known to the app and its SDK, never to quotecast). */
 export const MASTER_KEY = Buffer.alloc(32, 7).toString("base64");
 
-/** A config file with two Pusher apps: the test app (client events on) and a disabled one. */
-function configFile() {
+/**
+ * A config file with two Pusher apps: the test app (client events on) and a disabled one;
+ * `webhooks` (TOML text of `[[pusher.apps.webhooks]]` entries) goes to the test app.
+ */
+function configFile(webhooks = "") {
   const dir = mkdtempSync(join(tmpdir(), "quotecast-pusher-"));
   const file = join(dir, "quotecast.toml");
   writeFileSync(
@@ -27,7 +30,7 @@ key = "${APP.key}"
 secret_env = "QC_PUSHER_TEST_SECRET"
 client_events = true
 max_presence_members = 3
-
+${webhooks}
 [[pusher.apps]]
 id = "2002"
 key = "disabled-key"
@@ -40,10 +43,10 @@ enabled = false
 }
 
 /** Starts `quotecast serve` with the Pusher apps; resolves once it listens. */
-export async function startServer({ port = 0 } = {}) {
+export async function startServer({ port = 0, webhooks = "" } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} not found: cargo build --release -p quotecast`);
   const argv = [
-    "serve", "--config", configFile(), "--listen", `127.0.0.1:${port}`, "--shards", "2",
+    "serve", "--config", configFile(webhooks), "--listen", `127.0.0.1:${port}`, "--shards", "2",
     "--drain-ms", "300", "--allow-anonymous", "--anonymous-publish",
   ];
   const child = spawn(BIN, argv, {
