@@ -427,6 +427,19 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
     let shards = cfg.shards;
     let demo_tokens = cfg.demo_tokens.clone();
     let pusher_apps = cfg.pusher_apps.clone();
+    // SIGTERM/SIGINT handlers exist before the first connection is accepted: a signal that
+    // arrives while the server starts is a graceful drain, never the default (instant) exit.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        )
+    };
     let server = Server::start(cfg)?;
     let addr = server.local_addr();
     // Machine-readable line for scripts and the load tester.
@@ -459,19 +472,12 @@ fn serve(a: ServeArgs, m: &ArgMatches) -> anyhow::Result<()> {
         }
         eprintln!();
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),
             _ = int.recv() => tracing::info!("SIGINT: draining"),
         }
-        anyhow::Ok(())
-    })?;
+    });
     let report = server.shutdown();
     let h = &report.latency;
     tracing::info!(
