@@ -213,7 +213,22 @@ fn apply(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, answer: &Value, fr
     send(ctx, peer, f);
     // The backend's channels: subscribed as it says (it is trusted), each still needing a
     // namespace for its kind and history.
-    for name in list("subscribe").into_iter().take(MAX_AUTO_SUBSCRIBE) {
+    subscribe_as_backend_says(
+        ctx,
+        peer,
+        list("subscribe").into_iter().take(MAX_AUTO_SUBSCRIBE),
+    );
+}
+
+/// Subscribes `peer` to channels a backend hook (connect or rpc) decided: the backend is
+/// trusted for access, but each name must still be valid and fall in a namespace, which
+/// gives its kind and history.
+pub(super) fn subscribe_as_backend_says(
+    ctx: &Rc<ShardCtx>,
+    peer: &Rc<Peer>,
+    names: impl IntoIterator<Item = String>,
+) {
+    for name in names {
         if let Err(e) = check_channel(&name) {
             send_error(ctx, peer, None, "bad_channel", Some(&name), &e.to_string());
             continue;

@@ -17,12 +17,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::ops::{admit, finish_subscribe, send, send_error, Pending};
+use super::ops::{admit, send, send_error};
 use super::peer::Peer;
 use super::runtime::ShardCtx;
 use crate::protocol::dialect::Reply;
 use crate::protocol::encode::{RpcResult, Unsubscribed};
-use crate::protocol::names::check_channel;
 use crate::protocol::op::Id;
 
 /// Most channels one rpc answer may subscribe or unsubscribe.
@@ -142,33 +141,5 @@ fn apply(ctx: &Rc<ShardCtx>, peer: &Rc<Peer>, id: Option<Id>, op: &str, answer: 
         result: &result,
     }));
     send(ctx, peer, f);
-    for name in names(answer, "subscribe") {
-        if let Err(e) = check_channel(&name) {
-            send_error(ctx, peer, None, "bad_channel", Some(&name), &e.to_string());
-            continue;
-        }
-        let Some(policy) = ctx
-            .shared
-            .engine
-            .rules
-            .resolve(&name)
-            .map(|r| r.policy.clone())
-        else {
-            let msg = "no channel pattern accepts this name";
-            send_error(ctx, peer, None, "unknown_channel", Some(&name), msg);
-            continue;
-        };
-        finish_subscribe(
-            ctx,
-            peer,
-            Arc::from(name),
-            Pending {
-                id: None,
-                policy,
-                snapshot: false,
-                since: None,
-                max_hz: None,
-            },
-        );
-    }
+    super::connect_hook::subscribe_as_backend_says(ctx, peer, names(answer, "subscribe"));
 }
